@@ -1,0 +1,47 @@
+# `make help` lists the targets documented with `## `.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv system-deps test test-fast sweep-init-depth bench-sweep clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+system-deps: ## Install the Debian packages FFCV builds against (apt-get when root; otherwise prints the command)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = "0" ]; then \
+		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "error: FFCV needs Debian packages:$$missing. Run: sudo apt-get install -y$$missing" >&2; exit 1; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(MAKE) system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[ffcv,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install delving with FFCV and the test tools
+
+test: $(STAMP) ## Run the whole test suite (fast and slow tests)
+	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m slow
+
+test-fast: $(STAMP) ## Run the fast tests only
+	$(BIN)/python -m pytest -q -m "not slow"
+
+sweep-init-depth: $(STAMP) ## The paper's init x depth study on the digits default (local grid, offline W&B), then its summary
+	$(BIN)/delving sweep sweeps/init_depth.yaml
+
+bench-sweep: $(STAMP) ## Time the default init x depth sweep from a clean output folder
+	$(BIN)/python benchmarks/sweep_time.py
+
+clean: ## Remove run outputs (keeps .venv)
+	rm -rf runs wandb lightning_logs

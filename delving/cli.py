@@ -1,0 +1,104 @@
+"""The ``delving`` command: ``fit`` one config, ``sweep`` a W&B sweep file, ``summarize`` a sweep folder.
+
+Bad input (a config key, a name, a path, a sweep file) prints one line ``delving: error: ...`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from delving.errors import DelvingError
+
+EPILOG = "Overrides are dotted config keys: --model.depth=30 --init.scheme=xavier (see delving/config.py)."
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="delving", description="He et al. 2015 (PReLU, He init) experiments.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("fit", help="train one run (resumes from its last checkpoint)", epilog=EPILOG)
+    fit.add_argument("--config", help="experiment YAML (lists only what differs from the defaults)")
+    sweep = sub.add_parser("sweep", help="run a W&B sweep YAML: locally and offline, or on W&B with --wandb")
+    sweep.add_argument("file", help="sweep YAML in W&B's format, e.g. sweeps/init_depth.yaml")
+    sweep.add_argument("--wandb", action="store_true", help="create the sweep on W&B and run an agent here")
+    sweep.add_argument("--out", default="runs", help="local output root (default: runs)")
+    sweep.add_argument("--jobs", type=int, default=None, help="parallel worker processes (default: one per CPU)")
+    sweep.add_argument("--count", type=int, default=None, help="with --wandb: runs for this agent")
+    summarize = sub.add_parser("summarize", help="write the table and figure of a finished sweep folder")
+    summarize.add_argument("folder", help="e.g. runs/init_depth")
+    return parser
+
+
+def overrides(extra: list[str]) -> list[str]:
+    """``--model.depth=30`` / ``--model.depth 30`` -> ``model.depth=30`` (OmegaConf dotlist)."""
+    out, i = [], 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--") or token == "--":
+            raise DelvingError(f"unexpected argument {token!r}; valid: --key=value config overrides")
+        if "=" in token:
+            out.append(token[2:])
+        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+            out.append(f"{token[2:]}={extra[i + 1]}")
+            i += 1
+        else:
+            raise DelvingError(f"override {token!r} has no value; write {token}=VALUE")
+        i += 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        return _dispatch(args, extra)
+    except DelvingError as err:
+        print(f"delving: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("delving: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args, extra: list[str]) -> int:
+    if args.command == "fit":
+        from delving.config import load_config
+
+        cfg = load_config(args.config, overrides(extra))
+        from delving.train import fit
+
+        result = fit(cfg)
+        print(f"{result['name']}: {result['status']}, final val err1 {result['final_val_err1']}")
+        return 0
+    if extra:
+        raise DelvingError(f"unexpected arguments {' '.join(extra)!r} for 'delving {args.command}'")
+    if args.command == "summarize":
+        from delving.summary import summarize
+
+        print(summarize(args.folder))
+        return 0
+    return _sweep(args)
+
+
+def _sweep(args) -> int:
+    from delving.sweep import load_sweep, run_local, run_wandb, sync_command
+
+    sweep = load_sweep(args.file)
+    if args.wandb:
+        run_wandb(sweep, count=args.count)
+        return 0
+    folder, failed = run_local(sweep, args.out, args.jobs)
+    from delving.summary import summarize
+
+    print(summarize(folder))
+    print(f"summary: {folder / 'summary.md'}, {folder / 'summary.csv'}, figure {folder / 'init_depth.png'}")
+    sync = sync_command(folder)
+    if sync:
+        print(f"upload the offline W&B runs when online: {sync}")
+    if failed:
+        print(f"delving: error: {failed} cell(s) failed; run the same command again to retry them", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

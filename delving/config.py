@@ -1,0 +1,175 @@
+"""Typed run configuration (OmegaConf structured configs): defaults here, experiments list only what differs.
+
+``load_config(path, overrides)`` merges the defaults, an experiment YAML and dotted command-line overrides
+(``model.depth=30``). An unknown key, a value of the wrong type, an unknown activation / init name or a missing
+file is a :class:`~delving.errors.DelvingError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from delving.errors import DelvingError, choices
+from delving.init import MODES, SCHEMES
+from delving.layers import ACTIVATIONS
+
+
+@dataclass
+class ModelConfig:
+    name: str = "delving_plain"     # any model in timm's registry; delving_* after `import delving`
+    activation: str = "relu"        # relu | prelu (channel-wise) | prelu_shared | leaky_relu
+    depth: Optional[int] = None     # weight layers (conv + fc), for models that take a depth
+    drop_rate: float = 0.0          # dropout after fc1/fc2 (the paper's large models: 0.5)
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # any other argument of the model's builder
+
+
+@dataclass
+class InitConfig:
+    scheme: str = "he"              # he (Eq. 10/14/15) | xavier (the paper's sqrt(1/n)) | glorot (xavier_normal_)
+    mode: str = "fan_in"            # fan_in (forward, Eq. 10) | fan_out (backward, Eq. 14)
+    fc_std: Optional[List[float]] = None  # fixed stds of the last fc layers, e.g. [0.01, 0.01, 0.001] (A/B/C)
+    prelu_factor: bool = True       # Eq. 15's (1 + a^2) with the slope of the following activation
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"            # digits: scikit-learn's bundled load_digits, the embedded default
+    image_size: int = 16            # digits are 8x8, upscaled bilinearly
+    batch_size: int = 64            # per process
+    val_fraction: float = 0.2       # fixed, stratified train/val split
+    split_seed: int = 0             # the split does not move with the run's seed
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.01                # Sec. 3: 1e-2 -> 1e-3 -> 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4      # on weights and biases, never on PReLU slopes (Sec. 2.1)
+    schedule: str = "plateau"       # plateau (divide by 10 when val error stalls) | step (at milestones) | none
+    milestones: List[int] = field(default_factory=list)  # epochs for schedule=step
+    factor: float = 0.1
+    patience: int = 3               # epochs without improvement before a plateau switch
+    gradient_clip_norm: Optional[float] = None  # not in the paper; see experiments/init_depth.yaml
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 10
+    accelerator: str = "auto"       # cpu | gpu | auto (whatever is there)
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"          # auto | ddp | ddp_spawn ...
+    precision: str = "32-true"      # 32-true | bf16-mixed | 16-mixed
+    num_sanity_val_steps: int = 0
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = True
+    limit_train_batches: Optional[float] = None
+    limit_val_batches: Optional[float] = None
+    fast_dev_run: bool = False
+    deterministic: bool = False
+
+
+@dataclass
+class TrackingConfig:
+    wandb: str = "auto"             # auto (online when logged in, else offline) | online | offline | disabled
+    project: str = "delving"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    log_slopes: bool = True         # prelu/<layer> per epoch, histograms, end-of-run slope plot
+
+
+@dataclass
+class RunConfig:
+    name: Optional[str] = None      # run folder and W&B name; default: model-activation-init-depth-seed
+    seed: int = 0
+    out_dir: str = "runs"
+    threads: Optional[int] = None   # torch intra-op threads; None leaves torch's default
+    model: ModelConfig = field(default_factory=ModelConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+SCHEDULES = ("plateau", "step", "none")
+DATASETS = ("digits",)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- experiment YAML <- ``key=value`` overrides, checked against the schema and the registries."""
+    layers = [OmegaConf.structured(RunConfig)]
+    if path is not None:
+        layers.append(_read_yaml(Path(path)))
+    try:
+        if overrides:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.merge(*layers)
+    except (ConfigKeyError, ValidationError, OmegaConfBaseException) as err:
+        raise DelvingError(_config_error_line(err, path)) from None
+    run: RunConfig = OmegaConf.to_object(cfg)
+    validate(run)
+    return run
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise DelvingError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise DelvingError(f"malformed YAML in {path}{where}: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise DelvingError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return OmegaConf.create(data)
+
+
+def _config_error_line(err: OmegaConfBaseException, path) -> str:
+    key = getattr(err, "full_key", None) or ""
+    source = f" (in {path} or the overrides)" if path else ""
+    if isinstance(err, ConfigKeyError):
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = OmegaConf.select(OmegaConf.structured(RunConfig), parent) if parent else None
+        valid = list(node.keys()) if isinstance(node, DictConfig) else list(RunConfig.__dataclass_fields__)
+        return f"unknown config key {key!r}{source}; valid keys{' under ' + parent if parent else ''}: {choices(valid)}"
+    message = str(err).splitlines()[0]
+    return f"bad config value for {key!r}{source}: {message}"
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check names against the registries before anything is built or trained."""
+    _one_of("model.activation", cfg.model.activation, ACTIVATIONS)
+    _one_of("init.scheme", cfg.init.scheme, SCHEMES)
+    _one_of("init.mode", cfg.init.mode, MODES)
+    _one_of("optim.schedule", cfg.optim.schedule, SCHEDULES)
+    _one_of("tracking.wandb", cfg.tracking.wandb, WANDB_MODES)
+    _one_of("data.name", cfg.data.name, DATASETS)
+    if not 0.0 < cfg.data.val_fraction < 1.0:
+        raise DelvingError(f"data.val_fraction={cfg.data.val_fraction} must be between 0 and 1")
+    for key, value in (("optim.lr", cfg.optim.lr), ("data.batch_size", cfg.data.batch_size),
+                       ("trainer.max_epochs", cfg.trainer.max_epochs)):
+        if value <= 0:
+            raise DelvingError(f"{key}={value} must be positive")
+
+
+def _one_of(key: str, value, valid) -> None:
+    if value not in valid:
+        raise DelvingError(f"unknown {key} {value!r}; valid: {choices(valid)}")
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """The resolved config as plain containers (for W&B, checkpoints and config.yaml)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)

@@ -1,0 +1,147 @@
+"""Initialization schemes of Sec. 2.2, applied to an already built model.
+
+``initialize(model, scheme, mode)`` walks the weight layers (Conv2d, Linear) in network order, pairs each with
+the activation that follows it, and draws zero-mean Gaussian weights with the scheme's std; biases are zero.
+Network order is the order in which modules are registered, which for the models built by
+:mod:`delving.models` is the order of the forward pass.
+
+Notation (paper Sec. 2.2): n_l = k² c (fan_in, the layer's inputs per output) and n̂_l = k² d (fan_out).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from delving.errors import DelvingError, choices
+
+WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
+MODES = ("fan_in", "fan_out")
+# The fc stds the paper used for models A/B/C (Sec. 2.2, "a std of 0.01 for the first two fc layers and 0.001
+# for the last"), deliberately smaller than He's sqrt(2/4096).
+PAPER_FC_STD = (0.01, 0.01, 0.001)
+
+
+def activation_slope(act: nn.Module | None) -> float:
+    """The negative-side slope a of a rectifier, as it enters Eq. 15's factor (1 + a²).
+
+    ReLU (and "no activation", the last layer) is a = 0, Leaky ReLU its fixed slope, PReLU its *current* slope
+    (0.25 at construction). A channel-wise PReLU gives sqrt(mean(a_i²)) so that (1 + a²) is the channel mean.
+    """
+    if act is None or isinstance(act, nn.ReLU):
+        return 0.0
+    if isinstance(act, nn.LeakyReLU):
+        return float(act.negative_slope)
+    if isinstance(act, nn.PReLU):
+        return float(act.weight.detach().double().pow(2).mean().sqrt())
+    raise DelvingError(f"He init needs a rectifier after each layer, got {type(act).__name__}; "
+                       f"valid: ReLU, LeakyReLU, PReLU")
+
+
+def is_activation(module: nn.Module) -> bool:
+    """True for the element-wise nonlinearities the activation factory builds."""
+    return isinstance(module, (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.Tanh,
+                               nn.Softplus, nn.Sigmoid))
+
+
+def weight_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module, nn.Module | None]]:
+    """Yield ``(name, layer, activation)`` for every Conv2d/Linear in network order.
+
+    ``activation`` is the first activation module registered after the layer and before the next weight layer,
+    or None (e.g. fc3, which feeds the softmax).
+    """
+    pending: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if isinstance(module, WEIGHT_LAYERS):
+            yield from ((n, m, None) for n, m in pending)
+            pending = [(name, module)]
+        elif is_activation(module) and pending:
+            yield pending[0][0], pending[0][1], module
+            pending = []
+    yield from ((n, m, None) for n, m in pending)
+
+
+def fans(layer: nn.Module) -> tuple[int, int]:
+    """(n, n̂) = (k² c, k² d) of a Conv2d, or (in, out) of a Linear (Sec. 2.2's n_l and n̂_l)."""
+    weight = layer.weight
+    receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
+
+
+def he_std(layer: nn.Module, act: nn.Module | None, mode: str, prelu_factor: bool = True) -> float:
+    """He et al.: std = sqrt(2 / ((1 + a²) n)).
+
+    Eq. 10 (forward, n = fan_in), Eq. 14 (backward, n = fan_out), and with ``prelu_factor`` Eq. 15:
+    ½(1 + a²) n Var[w] = 1 with a the slope of the activation that follows the layer (a = 0 for ReLU).
+    A layer followed by no activation (the classifier) also gets the ½ factor, as the paper does for the first
+    layer "for simplicity" (Sec. 2.2): a constant factor on one layer does not change the depth behaviour.
+    """
+    a = activation_slope(act) if prelu_factor else 0.0
+    return math.sqrt(2.0 / ((1.0 + a * a) * fans(layer)[MODES.index(mode)]))
+
+
+def xavier_std(layer: nn.Module, act: nn.Module | None, mode: str, prelu_factor: bool = True) -> float:
+    """The paper's "Xavier" baseline (Sec. 2.2, comparison with [7]): n Var[w] = 1, Gaussian std = sqrt(1 / n).
+
+    This is Eq. 15 with a = 1 (the linear case). fan_in gives the forward form and fan_out the backward form
+    (footnote 3). It is not torch's ``xavier_normal_``: see the ``glorot`` scheme for that.
+    """
+    return math.sqrt(1.0 / fans(layer)[MODES.index(mode)])
+
+
+def glorot_std(layer: nn.Module, act: nn.Module | None, mode: str, prelu_factor: bool = True) -> float:
+    """Glorot & Bengio's original average of both directions, Gaussian form: std = sqrt(2 / (n + n̂)).
+
+    This is torch's ``nn.init.xavier_normal_`` (what most code calls "Xavier"); ``mode`` does not apply.
+    """
+    fan_in, fan_out = fans(layer)
+    return math.sqrt(2.0 / (fan_in + fan_out))
+
+
+SCHEMES: dict[str, Callable[..., float]] = {"he": he_std, "xavier": xavier_std, "glorot": glorot_std}
+
+
+def initialize(model: nn.Module, scheme: str = "he", mode: str = "fan_in", *,
+               fc_std: Sequence[float] | None = None, prelu_factor: bool = True,
+               generator: torch.Generator | None = None) -> nn.Module:
+    """Initialize every Conv2d/Linear of ``model`` in place with ``scheme`` and return the model.
+
+    Args:
+        model: any built network; its PReLU slopes are read as they are now (0.25 after construction).
+        scheme: ``he`` (Eq. 10 / 14 / 15), ``xavier`` (the paper's sqrt(1/n)) or ``glorot`` (torch's
+            ``xavier_normal_``).
+        mode: ``fan_in`` (forward form, Eq. 10) or ``fan_out`` (backward form, Eq. 14).
+        fc_std: fixed stds for the last ``len(fc_std)`` Linear layers instead of the scheme, e.g.
+            :data:`PAPER_FC_STD` (0.01, 0.01, 0.001) as the paper used for models A/B/C.
+        prelu_factor: use the (1 + a²) factor of Eq. 15 (he only); False gives plain Eq. 10/14 for any rectifier.
+        generator: optional RNG for reproducible draws.
+    Biases are set to zero (Sec. 2.2, "b = 0").
+    """
+    if scheme not in SCHEMES:
+        raise DelvingError(f"unknown init scheme {scheme!r}; valid: {choices(SCHEMES)}")
+    if mode not in MODES:
+        raise DelvingError(f"unknown init mode {mode!r}; valid: {choices(MODES)}")
+    layers = list(weight_layers(model))
+    fixed = _fixed_fc_stds(layers, fc_std)
+    for name, layer, act in layers:
+        std = fixed.get(name) or SCHEMES[scheme](layer, act, mode, prelu_factor)
+        with torch.no_grad():
+            layer.weight.normal_(0.0, std, generator=generator)
+            if layer.bias is not None:
+                layer.bias.zero_()
+    return model
+
+
+def _fixed_fc_stds(layers, fc_std: Sequence[float] | None) -> dict[str, float]:
+    """Map the last len(fc_std) Linear layers' names to the given stds (fc1, fc2, fc3 order)."""
+    if not fc_std:
+        return {}
+    linear = [name for name, layer, _ in layers if isinstance(layer, nn.Linear)]
+    if len(fc_std) > len(linear):
+        raise DelvingError(f"init.fc_std has {len(fc_std)} values but the model has {len(linear)} fc layers")
+    if any(s <= 0 for s in fc_std):
+        raise DelvingError(f"init.fc_std values must be positive, got {list(fc_std)}")
+    return dict(zip(linear[len(linear) - len(fc_std):], (float(s) for s in fc_std)))

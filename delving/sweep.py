@@ -1,0 +1,229 @@
+"""Sweeps in W&B's own YAML format, run locally (offline) or through a W&B server.
+
+W&B cannot create or run a sweep without its server (wandb issues 6234, 4586, 2008), so the same file runs two
+ways:
+
+- ``run_local``: enumerate the grid here, run every cell as an offline run in ``runs/<sweep name>/<cell>/``, skip
+  cells whose ``result.json`` exists, resume an unfinished cell from its ``last.ckpt``, and record a diverged cell
+  as such and go on. Cells run in ``jobs`` worker processes (imports cost ~5 s, so a process runs many cells).
+- ``run_wandb``: ``wandb.sweep`` + ``wandb agent``; each agent runs the YAML's ``command`` (``delving fit``).
+
+The special parameter ``config`` names the experiment YAML; every other parameter is a dotted config key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from delving.config import RunConfig, load_config
+from delving.errors import DelvingError
+
+CONFIG_KEY = "config"
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep file: its name, grid parameters (in file order) and fixed parameters."""
+
+    path: Path
+    name: str
+    grid: dict[str, list]
+    fixed: dict[str, object]
+    raw: dict = field(repr=False, default_factory=dict)
+
+    def cells(self) -> list[dict]:
+        """Every grid point as ``{key: value}``, in the file's order (first parameter varies slowest)."""
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a W&B sweep YAML; any problem is a one-line :class:`DelvingError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DelvingError(f"sweep file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise DelvingError(f"malformed sweep YAML {path}{f' line {mark.line + 1}' if mark else ''}: "
+                           f"{getattr(err, 'problem', err)}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("parameters"), dict) or not raw["parameters"]:
+        raise DelvingError(f"malformed sweep YAML {path}: needs a 'parameters' mapping (W&B sweep format)")
+    if raw.get("method", "grid") != "grid":
+        raise DelvingError(f"sweep {path}: method {raw.get('method')!r} cannot run locally; valid: 'grid' "
+                           f"(use --wandb for W&B's random/bayes search)")
+    grid, fixed = {}, {}
+    for key, spec in raw["parameters"].items():
+        if isinstance(spec, dict) and isinstance(spec.get("values"), list) and spec["values"]:
+            grid[key] = spec["values"]
+        elif isinstance(spec, dict) and "value" in spec:
+            fixed[key] = spec["value"]
+        else:
+            raise DelvingError(f"malformed sweep YAML {path}: parameter {key!r} needs 'value: x' or a non-empty "
+                               f"'values: [...]' list")
+    return Sweep(path, str(raw.get("name") or path.stem), grid, fixed, raw)
+
+
+def cell_name(cell: dict) -> str:
+    """A folder name from a grid point: ``activation=relu,scheme=he,depth=30,seed=0``."""
+    return ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in cell.items())
+
+
+def cell_config(sweep: Sweep, cell: dict, out_root: Path) -> RunConfig:
+    """The run config of one grid point: experiment YAML <- fixed parameters <- the point's values."""
+    params = {**sweep.fixed, **cell}
+    config_path = params.pop(CONFIG_KEY, None)
+    overrides = [f"{key}={_yaml_value(value)}" for key, value in params.items()]
+    overrides += [f"out_dir={out_root}", f"name={cell_name(cell)}", f"tracking.group={sweep.name}"]
+    return load_config(config_path, overrides)
+
+
+def _yaml_value(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def configs(sweep: Sweep, out_root: Path) -> list[RunConfig]:
+    """Every cell's config, all checked before the first run starts (a bad key fails the sweep at once)."""
+    return [cell_config(sweep, cell, out_root) for cell in sweep.cells()]
+
+
+def is_done(cfg: RunConfig) -> bool:
+    """A cell is done when its result.json says finished or diverged (an interrupted cell has none)."""
+    from delving.train import DONE, RESULT, run_dir
+
+    path = run_dir(cfg) / RESULT
+    if not path.is_file():
+        return False
+    try:
+        return yaml.safe_load(path.read_text()).get("status") in DONE
+    except (yaml.YAMLError, AttributeError):
+        return False
+
+
+def _init_worker(threads: int) -> None:
+    """Worker set-up: share the cores out, die with the parent (so a killed sweep leaves no orphan training)."""
+    import signal
+
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    _quiet()
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _quiet() -> None:
+    import logging
+    import warnings
+
+    import lightning  # noqa: F401  (it sets its loggers' levels on import: import first, then quieten)
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def _run_cell(cfg: RunConfig) -> dict:
+    from delving.train import fit
+
+    return fit(cfg, progress=False)
+
+
+def run_local(sweep: Sweep, out_root: str | Path = "runs", jobs: int | None = None) -> tuple[Path, int]:
+    """Run every unfinished cell of the grid offline; return the sweep's output folder and the failed count.
+
+    A cell that raises is reported and left unfinished (the next run of the sweep tries it again); the others go on.
+    """
+    folder = Path(out_root) / sweep.name
+    todo = [cfg for cfg in configs(sweep, folder) if not is_done(cfg)]
+    total = len(sweep.cells())
+    print(f"sweep {sweep.name}: {total} cells, {total - len(todo)} already done, {len(todo)} to run -> {folder}")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    jobs = max(1, min(jobs or cpus, len(todo) or 1))
+    threads = max(1, cpus // jobs)
+    failed = 0
+    with tqdm(total=len(todo), desc=f"sweep {sweep.name}", unit="run") as bar:
+        if jobs == 1:
+            _init_worker_in_process(threads)
+            for cfg in todo:
+                failed += _report(bar, cfg, _guarded(_run_cell, cfg))
+        else:
+            pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
+                                       initargs=(threads,))
+            try:
+                futures = {pool.submit(_run_cell, cfg): cfg for cfg in todo}
+                for future in as_completed(futures):
+                    failed += _report(bar, futures[future], _guarded(future.result))
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+    return folder, failed
+
+
+def _guarded(call, *args):
+    """The call's result, or the exception it raised (one failed cell must not stop the others)."""
+    try:
+        return call(*args)
+    except Exception as err:  # noqa: BLE001 - reported per cell, and the cell stays unfinished
+        return err
+
+
+def _init_worker_in_process(threads: int) -> None:
+    import torch
+
+    _quiet()
+    torch.set_num_threads(threads)
+
+
+def _report(bar: tqdm, cfg: RunConfig, result) -> int:
+    """Print one line for a finished cell; return 1 if it failed."""
+    bar.update(1)
+    if isinstance(result, Exception):
+        bar.write(f"  {cfg.name}: FAILED ({type(result).__name__}: {result}); run the sweep again to retry it")
+        return 1
+    err = result.get("final_val_err1")
+    bar.write(f"  {result['name']}: {result['status']}, final val err {err:.3f}, {result['fit_seconds']:.1f} s"
+              if err is not None else f"  {result['name']}: {result['status']}")
+    return 0
+
+
+def sync_command(folder: Path) -> str | None:
+    """The ``wandb sync`` line that uploads the sweep's offline runs, or None if there are none."""
+    if not any(folder.glob("*/wandb/offline-run-*")):
+        return None
+    return f"wandb sync {shlex.quote(str(folder))}/*/wandb/offline-run-*"
+
+
+def run_wandb(sweep: Sweep, project: str | None = None, count: int | None = None) -> str:
+    """Create the sweep on W&B and run one agent here; print the command other machines use to join."""
+    from delving.tracking import wandb_mode
+
+    if wandb_mode("auto") != "online":
+        raise DelvingError("--wandb needs a W&B server and a login (run `wandb login`, or unset WANDB_MODE); "
+                           f"without one, run the same file locally: delving sweep {sweep.path}")
+    import wandb
+
+    project = project or load_config(sweep.fixed.get(CONFIG_KEY)).tracking.project
+    sweep_id = wandb.sweep(sweep.raw, project=project)
+    path = f"{wandb.Api().default_entity}/{project}/{sweep_id}"
+    print(f"created W&B sweep {path}\njoin from other machines (one agent per GPU): wandb agent {path}")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = ["wandb", "agent", *(["--count", str(count)] if count else []), path]
+    subprocess.run(cmd, env=env, check=False)
+    return path

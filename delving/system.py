@@ -1,0 +1,87 @@
+"""The thin LightningModule around any model: the paper's SGD recipe (Sec. 2.1, 3) and top-1/top-5 error."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from delving.config import OptimConfig
+
+# Parameters of these module types get no weight decay: decay "tends to push a_i to zero, and thus biases PReLU
+# toward ReLU" (Sec. 2.1). Chosen by module type, not by parameter name, so any model's PReLUs are found.
+NO_DECAY_MODULES = (nn.PReLU,)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two SGD groups: ``decay`` (every other parameter) and ``no_decay`` (PReLU slopes), each with a name."""
+    no_decay = {id(p) for m in model.modules() if isinstance(m, NO_DECAY_MODULES) for p in m.parameters(False)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"name": "decay", "params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
+        {"name": "no_decay", "params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+    ]
+
+
+class DelvingSystem(L.LightningModule):
+    """Trains ``model`` (any ``nn.Module`` classifier) with SGD + momentum, LR /10 on plateau or at milestones.
+
+    Logs ``train/loss``, ``train/err1``, ``val/loss``, ``val/err1``, ``val/err5`` (errors, as the paper reports).
+    A non-finite training loss marks the run as ``diverged`` and stops training instead of crashing the sweep.
+    """
+
+    def __init__(self, model: nn.Module, optim: OptimConfig, num_classes: int, config: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters({"config": config or {}})
+        self.model = model
+        self.optim = optim
+        self.diverged = False
+        top5 = min(5, num_classes)
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            self.diverged = True
+            self.trainer.should_stop = True
+            self.log("train/diverged", 1.0)
+            return None  # skip the update; the run ends at the end of this epoch
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        # Epoch value = batch-size-weighted mean of the per-batch errors, i.e. the running top-1 error.
+        self.log("train/err1", (logits.argmax(dim=1) != y).float().mean(), on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.val_top1.update(logits, y)
+        self.val_top5.update(logits, y)
+        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True, prog_bar=False)
+
+    def on_validation_epoch_end(self) -> None:
+        # sync_dist: under DDP every rank must see the same monitored value (ReduceLROnPlateau).
+        self.log("val/err1", 1.0 - self.val_top1.compute(), sync_dist=True, prog_bar=True)
+        self.log("val/err5", 1.0 - self.val_top5.compute(), sync_dist=True)
+        self.val_top1.reset()
+        self.val_top5.reset()
+
+    def configure_optimizers(self):
+        o = self.optim
+        optimizer = torch.optim.SGD(param_groups(self.model, o.weight_decay), lr=o.lr, momentum=o.momentum)
+        if o.schedule == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=o.factor,
+                                                                   patience=o.patience)
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": scheduler, "monitor": "val/err1", "interval": "epoch"}}
+        if o.schedule == "step":
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(o.milestones), gamma=o.factor)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return optimizer

@@ -1,0 +1,204 @@
+"""Tracking: W&B (offline unless logged in) and a local CSV, the per-layer slope log, and run provenance.
+
+Everything W&B-specific lives here, so a run with ``tracking.wandb=disabled`` never touches it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+from delving.analysis import slope_profile
+from delving.config import RunConfig, to_dict
+
+PACKAGES = ("torch", "torchvision", "lightning", "timm", "wandb", "omegaconf", "torchmetrics", "numpy", "ffcv")
+
+
+def wandb_mode(requested: str) -> str:
+    """``auto`` -> online when the user is logged in (and WANDB_MODE does not say otherwise), else offline."""
+    if requested != "auto":
+        return requested
+    env = os.environ.get("WANDB_MODE")
+    if env in ("offline", "disabled", "online"):
+        return env
+    netrc = Path.home() / ".netrc"
+    logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
+    return "online" if logged_in else "offline"
+
+
+def run_tags(cfg: RunConfig) -> list[str]:
+    """Tags W&B can filter and group on: activation, init, depth, seed, plus the config's own."""
+    depth = cfg.model.depth if cfg.model.depth is not None else "na"
+    return [f"activation={cfg.model.activation}", f"init={cfg.init.scheme}", f"depth={depth}",
+            f"seed={cfg.seed}", *cfg.tracking.tags]
+
+
+def stable_run_id(run_dir: Path) -> str:
+    """A W&B run id fixed by the run folder, so a resumed run continues the same W&B run (resume="allow")."""
+    return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def make_loggers(cfg: RunConfig, run_dir: Path, provenance: dict) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="csv")]
+    mode = wandb_mode(cfg.tracking.wandb)
+    if mode == "disabled":
+        return loggers
+    in_agent = "WANDB_SWEEP_ID" in os.environ  # a W&B agent chose the run id; do not override it
+    ids = {} if in_agent else {"id": stable_run_id(run_dir), "resume": "allow"}
+    loggers.append(WandbLogger(
+        project=cfg.tracking.project, entity=cfg.tracking.entity, name=run_dir.name, save_dir=str(run_dir),
+        offline=(mode == "offline"), group=cfg.tracking.group, tags=run_tags(cfg), log_model=False,
+        config={**to_dict(cfg), "provenance": provenance}, reinit="finish_previous", **ids))
+    return loggers
+
+
+def wandb_logger(trainer: L.Trainer) -> WandbLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+
+
+def finish_wandb(loggers: list[Logger]) -> None:
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
+
+
+def provenance() -> dict:
+    """Where a run came from: git commit, library versions, Python, host and hardware."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)  # ffcv.__version__ is wrong (says 0.0.3rc1)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
+        "versions": versions, "python": sys.version.split()[0], "platform": platform.platform(),
+        "hostname": platform.node(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+class SlopeLogger(L.Callback):
+    """Logs every PReLU layer's slopes each epoch (the data behind Table 1's columns).
+
+    - ``prelu/<layer>``: the channel mean (or the shared value), through ``self.log`` so it reaches the CSV and
+      W&B; on W&B it is plotted against ``epoch`` (``define_metric``).
+    - ``prelu_hist/<layer>``: a W&B histogram of the per-channel slopes.
+    - ``slopes.csv`` in the run folder: epoch, layer, channel, slope (long format, appended each epoch).
+    - at the end, ``slopes_by_layer.png`` and a W&B line plot of slope against layer depth.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "slopes.csv"
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        wb = wandb_logger(trainer)
+        if wb is not None and trainer.is_global_zero:
+            wb.experiment.define_metric("epoch")
+            for key in ("prelu/*", "prelu_hist/*"):
+                wb.experiment.define_metric(key, step_metric="epoch")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        profile = slope_profile(pl_module.model)
+        if not profile:
+            return
+        for record in profile:
+            pl_module.log(f"prelu/{record.layer}", record.mean, sync_dist=False)
+        if not trainer.is_global_zero:
+            return
+        epoch = trainer.current_epoch
+        self._append_csv(epoch, profile)
+        wb = wandb_logger(trainer)
+        if wb is not None:
+            import wandb
+
+            wb.experiment.log({**{f"prelu_hist/{r.layer}": _histogram(wandb, r.values) for r in profile},
+                               "epoch": epoch})
+
+    def _append_csv(self, epoch: int, profile) -> None:
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["epoch", "depth", "layer", "channel", "slope"])
+            for depth, record in enumerate(profile, start=1):
+                for channel, value in enumerate(record.values.tolist()):
+                    writer.writerow([epoch, depth, record.layer, channel, f"{value:.6g}"])
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        profile = slope_profile(pl_module.model)
+        if not profile or not trainer.is_global_zero:
+            return
+        from delving.plots import plot_slope_profile
+
+        plot_slope_profile(profile, self.path.with_name("slopes_by_layer.png"))
+        wb = wandb_logger(trainer)
+        if wb is not None:
+            import wandb
+
+            table = wandb.Table(columns=["depth", "layer", "slope_mean", "slope_std"],
+                                data=[[i, r.layer, r.mean, r.std] for i, r in enumerate(profile, start=1)])
+            wb.experiment.log({"prelu/slope_by_layer": wandb.plot.line(
+                table, "depth", "slope_mean", title="Learned PReLU slope by layer")})
+
+
+def _histogram(wandb, values: torch.Tensor):
+    """A W&B histogram that also works when every channel has the same slope (np.histogram needs a range)."""
+    import numpy as np
+
+    values = values.numpy()
+    low, high = float(values.min()), float(values.max())
+    pad = max(1e-3, 1e-3 * abs(low)) if high - low < 1e-6 else 0.0
+    return wandb.Histogram(np_histogram=np.histogram(values, bins=min(64, max(values.size, 1)),
+                                                     range=(low - pad, high + pad)))
+
+
+class History(L.Callback):
+    """Per-epoch validation metrics and learning rate, kept in the checkpoint so a resumed run has all epochs."""
+
+    KEYS = ("val/err1", "val/err5", "val/loss")
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
+               "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        row.update({k: float(metrics[k]) for k in self.KEYS if k in metrics})
+        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically: a killed process leaves the old file or the new one, never half of one."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)

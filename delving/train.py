@@ -1,0 +1,129 @@
+"""Run one config: build data, model (timm registry + init) and system, train with Lightning, record the result.
+
+A run lives in ``<out_dir>/<name>/``: ``config.yaml`` and ``provenance.json`` (what produced it),
+``checkpoints/last.ckpt`` (resume point, written every epoch), ``csv/metrics.csv``, ``wandb/`` (offline runs),
+``slopes.csv`` and, when it ends, ``result.json`` (status finished | diverged, final and best val error, history).
+Running the same config again resumes from ``last.ckpt``; a run whose ``result.json`` exists is not trained again
+by the sweep runner.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import timm
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import OmegaConf
+
+import delving.models  # noqa: F401  (registers the delving_* models in timm)
+from delving.config import RunConfig, to_dict
+from delving.data import DATAMODULES
+from delving.errors import DelvingError
+from delving.init import initialize
+from delving.system import DelvingSystem
+from delving.tracking import History, SlopeLogger, finish_wandb, make_loggers, provenance, write_json
+
+RESULT = "result.json"
+DONE = ("finished", "diverged")
+
+
+def default_name(cfg: RunConfig) -> str:
+    depth = f"-d{cfg.model.depth}" if cfg.model.depth is not None else ""
+    return f"{cfg.model.name}-{cfg.model.activation}-{cfg.init.scheme}{depth}-s{cfg.seed}"
+
+
+def run_dir(cfg: RunConfig) -> Path:
+    return Path(cfg.out_dir) / (cfg.name or default_name(cfg))
+
+
+def build_datamodule(cfg: RunConfig) -> L.LightningDataModule:
+    d = cfg.data
+    return DATAMODULES[d.name](image_size=d.image_size, batch_size=d.batch_size, val_fraction=d.val_fraction,
+                               split_seed=d.split_seed, num_workers=d.num_workers)
+
+
+def build_model(cfg: RunConfig, in_chans: int, num_classes: int) -> torch.nn.Module:
+    """``timm.create_model`` with the config's activation, then ``initialize`` with its scheme (Sec. 2.2)."""
+    m = cfg.model
+    kwargs = dict(m.kwargs)
+    if m.depth is not None:
+        kwargs["depth"] = m.depth
+    if m.name not in timm.list_models():
+        raise DelvingError(f"unknown model.name {m.name!r}; valid: {', '.join(timm.list_models('delving_*'))} "
+                           f"or any timm model")
+    try:
+        model = timm.create_model(m.name, activation=m.activation, in_chans=in_chans, num_classes=num_classes,
+                                  drop_rate=m.drop_rate, **kwargs)
+    except TypeError as err:  # a kwarg the builder does not take
+        raise DelvingError(f"model.kwargs not accepted by {m.name}: {err}") from None
+    i = cfg.init
+    return initialize(model, i.scheme, i.mode, fc_std=i.fc_std, prelu_factor=i.prelu_factor)
+
+
+def build_trainer(cfg: RunConfig, directory: Path, loggers, progress: bool) -> L.Trainer:
+    t = cfg.trainer
+    callbacks = [
+        ModelCheckpoint(dirpath=directory / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+                        save_last=True, save_top_k=1, monitor="val/err1", mode="min"),
+        LearningRateMonitor(logging_interval="epoch"),
+        History(),
+    ]
+    if cfg.tracking.log_slopes:
+        callbacks.append(SlopeLogger(directory))
+    limits = {k: v for k, v in (("limit_train_batches", t.limit_train_batches),
+                                ("limit_val_batches", t.limit_val_batches)) if v is not None}
+    return L.Trainer(
+        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+        strategy=t.strategy, precision=t.precision, num_sanity_val_steps=t.num_sanity_val_steps,
+        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=progress and t.enable_progress_bar,
+        enable_model_summary=progress, fast_dev_run=t.fast_dev_run, deterministic=t.deterministic,
+        gradient_clip_val=cfg.optim.gradient_clip_norm, gradient_clip_algorithm="norm",
+        default_root_dir=str(directory), logger=loggers, callbacks=callbacks, **limits)
+
+
+def fit(cfg: RunConfig, *, progress: bool = True) -> dict:
+    """Train one run (resuming from its last checkpoint if there is one) and return its result record."""
+    directory = run_dir(cfg)
+    directory.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    prov = provenance()
+    OmegaConf.save(OmegaConf.structured(cfg), directory / "config.yaml")
+    write_json(directory / "provenance.json", prov)
+
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule.in_chans, datamodule.num_classes)
+    system = DelvingSystem(model, cfg.optim, datamodule.num_classes, config=to_dict(cfg))
+    loggers = make_loggers(cfg, directory, prov)
+    trainer = build_trainer(cfg, directory, loggers, progress)
+    last = directory / "checkpoints" / "last.ckpt"
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(does not have many workers|exists and is not empty).*")
+        trainer.fit(system, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    result = _result(cfg, trainer, system, time.perf_counter() - started)
+    finish_wandb(loggers)
+    if trainer.is_global_zero:
+        write_json(directory / RESULT, result)
+    return result
+
+
+def _result(cfg: RunConfig, trainer: L.Trainer, system: DelvingSystem, seconds: float) -> dict:
+    history = next(cb for cb in trainer.callbacks if isinstance(cb, History)).rows
+    errors = [row["val/err1"] for row in history if "val/err1" in row]
+    return {
+        "status": "diverged" if system.diverged else "finished",
+        "name": run_dir(cfg).name,
+        "activation": cfg.model.activation, "init": cfg.init.scheme, "depth": cfg.model.depth, "seed": cfg.seed,
+        "epochs": trainer.current_epoch,
+        "final_val_err1": errors[-1] if errors else None,
+        "best_val_err1": min(errors) if errors else None,
+        "final_val_err5": history[-1].get("val/err5") if history else None,
+        "fit_seconds": round(seconds, 2),
+        "history": history,
+    }
