@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny configs (depth 9, a few channels, a few batches) so runs take seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = [
+    "model.depth=9", "model.kwargs.widths=[4,8,8]", "model.kwargs.fc_width=16",
+    "data.batch_size=32", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
+    "trainer.enable_progress_bar=false", "tracking.wandb=disabled", "threads=1",
+]
+
+
+@pytest.fixture
+def tiny(tmp_path) -> list[str]:
+    """Overrides for a tiny, fast run writing under a temporary folder."""
+    return [*TINY, f"out_dir={tmp_path / 'runs'}"]
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m delving ...`` as a user would, capturing its output."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "delving", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)

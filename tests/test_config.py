@@ -1,0 +1,54 @@
+import pytest
+
+from delving.cli import overrides
+from delving.config import load_config
+from delving.errors import DelvingError
+
+
+def test_defaults_experiment_and_overrides_merge(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("model:\n  depth: 22\noptim:\n  lr: 0.05\n")
+    cfg = load_config(path, ["model.depth=30", "init.scheme=xavier"])
+    assert (cfg.model.depth, cfg.optim.lr, cfg.init.scheme) == (30, 0.05, "xavier")
+    assert cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 5e-4  # untouched defaults (Sec. 3)
+
+
+def test_repo_experiment_loads():
+    cfg = load_config("experiments/init_depth.yaml")
+    assert cfg.model.name == "delving_plain" and cfg.model.depth == 30
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.dept=30", r"unknown config key 'model.dept'.*valid keys under model: .*'depth'"),
+    ("bogus=1", r"unknown config key 'bogus'"),
+    ("model.depth=deep", r"bad config value for 'model.depth'"),
+    ("model.activation=swish", r"unknown model.activation 'swish'; valid: .*'prelu'"),
+    ("init.scheme=kaiming", r"unknown init.scheme 'kaiming'; valid: 'glorot', 'he', 'xavier'"),
+    ("init.mode=fan_avg", r"unknown init.mode 'fan_avg'"),
+    ("optim.lr=-1", r"optim.lr=-1.0 must be positive"),
+])
+def test_bad_values_are_one_line_errors(override, message):
+    with pytest.raises(DelvingError, match=message) as info:
+        load_config(None, [override])
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(DelvingError, match="config file not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(DelvingError, match="malformed YAML in .*bad.yaml line"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    with pytest.raises(DelvingError, match="must hold a mapping"):
+        load_config(scalar)
+
+
+def test_cli_override_syntax():
+    assert overrides(["--model.depth=30", "--seed", "2"]) == ["model.depth=30", "seed=2"]
+    with pytest.raises(DelvingError, match="has no value"):
+        overrides(["--model.depth"])
+    with pytest.raises(DelvingError, match="unexpected argument 'depth'"):
+        overrides(["depth"])

@@ -1,0 +1,144 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY, run_cli
+from delving.errors import DelvingError
+from delving.summary import checks, load_results, summarize
+from delving.sweep import cell_name, configs, load_sweep, run_local
+
+
+def test_grid_from_the_repo_yaml():
+    sweep = load_sweep(ROOT / "sweeps" / "init_depth.yaml")
+    cells = sweep.cells()
+    assert len(cells) == 2 * 2 * 2 * 3
+    assert {c["model.activation"] for c in cells} == {"relu", "prelu"}
+    assert {c["init.scheme"] for c in cells} == {"xavier", "he"}
+    assert {c["model.depth"] for c in cells} == {22, 30}
+    assert len({c["seed"] for c in cells}) >= 3
+    cfgs = configs(sweep, Path("runs/init_depth"))
+    assert len({cfg.name for cfg in cfgs}) == 24
+    first = cfgs[0]
+    assert (first.model.activation, first.init.scheme, first.model.depth, first.seed) == ("relu", "xavier", 22, 0)
+    assert first.tracking.group == "init_depth" and first.trainer.max_epochs == 12  # from the experiment YAML
+    assert sweep.raw["command"][-1] == "${args}"  # the same file drives `wandb agent`
+
+
+def write_sweep(tmp_path: Path, parameters: str) -> Path:
+    exp = tmp_path / "tiny.yaml"
+    exp.write_text("\n".join(["model:", "  depth: 9", "  kwargs: {widths: [4, 8, 8], fc_width: 16}",
+                              "data: {batch_size: 32}", "tracking: {wandb: disabled}",
+                              "trainer: {max_epochs: 2, limit_train_batches: 4, limit_val_batches: 2}"]) + "\n")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"name: tiny\nmethod: grid\nparameters:\n  config: {{value: {exp}}}\n{parameters}")
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("parameters: [1, 2\n", "malformed sweep YAML .* line"),
+    ("method: grid\n", "needs a 'parameters' mapping"),
+    ("method: bayes\nparameters: {seed: {values: [1]}}\n", "method 'bayes' cannot run locally; valid: 'grid'"),
+    ("parameters: {seed: {values: []}}\n", "parameter 'seed' needs 'value: x' or a non-empty"),
+])
+def test_malformed_sweeps_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(DelvingError, match=message):
+        load_sweep(path)
+
+
+def test_unknown_key_in_a_sweep_fails_before_any_run(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, "  model.dept: {values: [9]}\n"))
+    with pytest.raises(DelvingError, match="unknown config key 'model.dept'"):
+        run_local(sweep, tmp_path / "runs", jobs=1)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_local_sweep_runs_skips_finished_and_summarizes(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, "  init.scheme: {values: [xavier, he]}\n  seed: {values: [0]}\n"))
+    folder, failed = run_local(sweep, tmp_path / "runs", jobs=1)
+    assert failed == 0
+    results = sorted(folder.glob("*/result.json"))
+    assert [p.parent.name for p in results] == ["scheme=he,seed=0", "scheme=xavier,seed=0"]
+    stamps = [p.stat().st_mtime_ns for p in results]
+    run_local(sweep, tmp_path / "runs", jobs=1)  # everything finished: nothing runs again
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+    assert cell_name({"model.activation": "relu", "seed": 1}) == "activation=relu,seed=1"
+
+
+def fake_results(folder: Path, curves: dict) -> None:
+    for (act, init, depth, seed), curve in curves.items():
+        run = folder / f"{act}-{init}-{depth}-{seed}"
+        run.mkdir(parents=True)
+        history = [{"epoch": i, "val/err1": e} for i, e in enumerate(curve)]
+        run.joinpath("result.json").write_text(json.dumps({
+            "status": "finished", "name": run.name, "activation": act, "init": init, "depth": depth, "seed": seed,
+            "final_val_err1": curve[-1], "best_val_err1": min(curve), "history": history}))
+
+
+def test_summary_table_figure_and_paper_checks(tmp_path):
+    curves = {}
+    for seed in range(3):
+        curves[("relu", "xavier", 30, seed)] = [0.9, 0.9, 0.9]
+        curves[("relu", "he", 30, seed)] = [0.6, 0.2, 0.05]
+        curves[("relu", "xavier", 22, seed)] = [0.9, 0.7, 0.45]
+        curves[("relu", "he", 22, seed)] = [0.45, 0.2, 0.1]
+    fake_results(tmp_path, curves)
+    text = summarize(tmp_path)
+    assert all(ok for _, ok in checks(load_results(tmp_path)))
+    assert "| 30 | relu | xavier | 3 | 0.900 ± 0.000" in text and "3/3" in text
+    assert (tmp_path / "init_depth.png").stat().st_size > 5000 and (tmp_path / "summary.csv").is_file()
+    # A He run that does not train breaks the check.
+    fake_results(tmp_path / "bad", {**curves, ("relu", "he", 30, 0): [0.9, 0.9, 0.3]})
+    assert not all(ok for _, ok in checks(load_results(tmp_path / "bad")))
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+    cases = [
+        (["fit", "--config", str(tmp_path / "missing.yaml")], "config file not found"),
+        (["fit", "--model.dept=3"], "unknown config key 'model.dept'"),
+        (["fit", "--model.activation=swish"], "unknown model.activation 'swish'"),
+        (["fit", "--init.scheme=orthogonal"], "unknown init.scheme 'orthogonal'"),
+        (["fit", "--model.depth=4", "--tracking.wandb=disabled", f"--out_dir={tmp_path}"], "model.depth=4 is too small"),
+        (["sweep", str(tmp_path / "none.yaml")], "sweep file not found"),
+    ]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("parameters: {seed: [1, 2}\n")
+    cases.append((["sweep", str(bad)], "malformed sweep YAML"))
+    for args, message in cases:
+        proc = run_cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr[-500:])
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_unfinished_and_skips_finished(tmp_path):
+    path = write_sweep(tmp_path, "  seed: {values: [0, 1]}\n")
+    text = path.read_text().replace("max_epochs: 2", "max_epochs: 6")
+    path.write_text(text.replace("limit_train_batches: 4", "limit_train_batches: 8"))
+    (tmp_path / "tiny.yaml").write_text((tmp_path / "tiny.yaml").read_text().replace("max_epochs: 2", "max_epochs: 6"))
+    out = tmp_path / "runs"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([sys.executable, "-m", "delving", "sweep", str(path), "--out", str(out), "--jobs", "1"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first, second = out / "tiny" / "seed=0", out / "tiny" / "seed=1"
+    deadline = time.time() + 240
+    while not (second / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (first / "result.json").is_file() and not (second / "result.json").exists()
+    done_stamp = (first / "result.json").stat().st_mtime_ns
+    proc = run_cli("sweep", str(path), "--out", str(out), "--jobs", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 cells, 1 already done, 1 to run" in proc.stdout
+    assert (first / "result.json").stat().st_mtime_ns == done_stamp
+    result = json.loads((second / "result.json").read_text())
+    assert result["status"] == "finished" and [r["epoch"] for r in result["history"]] == list(range(6))

@@ -1,0 +1,66 @@
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from delving.config import load_config
+from delving.train import fit, run_dir
+
+
+def test_real_training_run_writes_wandb_offline_csv_and_slopes(tiny):
+    cfg = load_config(None, [*tiny, "tracking.wandb=offline", "model.activation=prelu", "trainer.max_epochs=2",
+                             "name=prelu-run"])
+    result = fit(cfg, progress=False)
+    folder = run_dir(cfg)
+    assert result["status"] == "finished" and result["epochs"] == 2
+    assert 0.0 <= result["final_val_err1"] <= 1.0 and len(result["history"]) == 2
+    # W&B offline run with its data file, resumable under a fixed id.
+    offline = list((folder / "wandb").glob("offline-run-*"))
+    assert offline and list(offline[0].glob("*.wandb"))
+    # CSV metrics with the paper's errors and the per-layer slopes.
+    metrics = pd.read_csv(folder / "csv" / "metrics.csv")
+    for column in ("train/loss_epoch", "train/err1", "val/err1", "val/err5", "prelu/conv1", "prelu/fc2", "epoch"):
+        assert column in metrics.columns, column
+    slopes = pd.read_csv(folder / "slopes.csv")
+    assert set(slopes.epoch) == {0, 1} and slopes.layer.iloc[0] == "conv1"
+    assert len(slopes[slopes.epoch == 0]) == 4 + 8 * 4 + 8 * 1 + 16 + 16  # one row per channel
+    assert (folder / "slopes_by_layer.png").stat().st_size > 1000
+    # Provenance: resolved config, git commit, library versions.
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert prov["versions"]["torch"] == torch.__version__.split("+")[0] or prov["versions"]["torch"]
+    assert "git_commit" in prov and (folder / "config.yaml").read_text().count("activation: prelu") == 1
+    assert json.loads((folder / "result.json").read_text())["status"] == "finished"
+
+
+def test_rerun_resumes_from_last_checkpoint(tiny):
+    cfg = load_config(None, [*tiny, "name=resume"])
+    fit(cfg, progress=False)
+    assert (run_dir(cfg) / "checkpoints" / "last.ckpt").is_file()
+    longer = load_config(None, [*tiny, "name=resume", "trainer.max_epochs=3"])
+    result = fit(longer, progress=False)
+    assert result["epochs"] == 3
+    # epoch 0 came from the checkpoint's History state; 1 and 2 were trained now
+    assert [row["epoch"] for row in result["history"]] == [0, 1, 2]
+    assert result["history"][0]["step"] == 4 and result["history"][-1]["step"] == 12
+
+
+def test_divergence_is_recorded_not_raised(tiny):
+    cfg = load_config(None, [*tiny, "name=diverge", "optim.lr=1e12", "trainer.max_epochs=3"])
+    result = fit(cfg, progress=False)
+    assert result["status"] == "diverged"
+    assert result["epochs"] < 3
+
+
+@pytest.mark.slow
+def test_two_process_ddp_fit_on_cpu(tmp_path):
+    from conftest import TINY, run_cli
+
+    out = tmp_path / "runs"
+    proc = run_cli("fit", *[f"--{o}" for o in TINY], f"--out_dir={out}", "--name=ddp", "--trainer.strategy=ddp",
+                   "--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.max_epochs=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((out / "ddp" / "result.json").read_text())
+    assert result["status"] == "finished" and result["epochs"] == 2
+    # 4 batches per rank per epoch with 2 ranks: the global step counts each rank's steps once
+    assert result["history"][-1]["step"] == 8
