@@ -1,0 +1,62 @@
+"""Wall time of the default init x depth sweep (every cell and seed) from an empty output folder.
+
+Prints the sweep's wall time against the 5-minute budget, the time inside ``trainer.fit`` summed over runs, and
+how many cells ran, as a table. The one-time install is excluded (run ``make venv`` first).
+
+    .venv/bin/python benchmarks/sweep_time.py [--jobs N] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET_S = 300.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sweep", default=str(ROOT / "sweeps" / "init_depth.yaml"))
+    parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--keep", default=None, help="output folder to keep (default: a temporary one)")
+    args = parser.parse_args()
+    out = Path(args.keep or tempfile.mkdtemp(prefix="delving-sweep-"))
+    cmd = [sys.executable, "-m", "delving", "sweep", args.sweep, "--out", str(out)]
+    if args.jobs:
+        cmd += ["--jobs", str(args.jobs)]
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    results = [json.loads(p.read_text()) for p in out.glob("*/*/result.json")]
+    fit_total = sum(r["fit_seconds"] for r in results)
+    rows = [
+        ("cells finished", f"{len(results)}"),
+        ("exit code", f"{proc.returncode}"),
+        ("sweep wall time (s)", f"{wall:.1f}"),
+        ("budget (s)", f"{BUDGET_S:.0f}"),
+        ("wall / budget", f"{wall / BUDGET_S:.2f}"),
+        ("sum of per-run trainer.fit time (s)", f"{fit_total:.1f}"),
+        ("mean trainer.fit time per run (s)", f"{fit_total / max(len(results), 1):.1f}"),
+        ("summary figure written", f"{any(out.glob('*/init_depth.png'))}"),
+        ("summary table written", f"{any(out.glob('*/summary.md'))}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"| {'measure'.ljust(width)} | value |\n|{'-' * (width + 2)}|-------|")
+    for key, value in rows:
+        print(f"| {key.ljust(width)} | {value} |")
+    print(f"\noutput: {out}")
+    if proc.returncode != 0:
+        print(proc.stderr[-2000:], file=sys.stderr)
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
