@@ -171,6 +171,11 @@ def run_local(sweep: Sweep, out_root: str | Path = "runs", jobs: int | None = No
                 futures = {pool.submit(_run_cell, cfg): cfg for cfg in todo}
                 for future in as_completed(futures):
                     failed += _report(bar, futures[future], _guarded(future.result))
+            except KeyboardInterrupt:
+                # Stop now rather than after the running cells: they resume from their last checkpoint.
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    process.terminate()
+                raise
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
     return folder, failed
