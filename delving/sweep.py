@@ -113,7 +113,7 @@ def is_done(cfg: RunConfig) -> bool:
 
 
 def _init_worker(threads: int) -> None:
-    """Worker set-up: share the cores out, die with the parent (so a killed sweep leaves no orphan training)."""
+    """Pool worker set-up: die with the parent (a killed sweep leaves no orphan training), leave Ctrl-C to it."""
     import signal
 
     if sys.platform == "linux":
@@ -121,9 +121,14 @@ def _init_worker(threads: int) -> None:
 
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
-    _quiet()
+    _setup(threads)
+
+
+def _setup(threads: int) -> None:
+    """Quiet logs and share the cores out among the sweep's processes."""
     import torch
 
+    _quiet()
     torch.set_num_threads(threads)
 
 
@@ -161,7 +166,7 @@ def run_local(sweep: Sweep, out_root: str | Path = "runs", jobs: int | None = No
     failed = 0
     with tqdm(total=len(todo), desc=f"sweep {sweep.name}", unit="run") as bar:
         if jobs == 1:
-            _init_worker_in_process(threads)
+            _setup(threads)
             for cfg in todo:
                 failed += _report(bar, cfg, _guarded(_run_cell, cfg))
         else:
@@ -187,13 +192,6 @@ def _guarded(call, *args):
         return call(*args)
     except Exception as err:  # noqa: BLE001 - reported per cell, and the cell stays unfinished
         return err
-
-
-def _init_worker_in_process(threads: int) -> None:
-    import torch
-
-    _quiet()
-    torch.set_num_threads(threads)
 
 
 def _report(bar: tqdm, cfg: RunConfig, result) -> int:

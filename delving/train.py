@@ -87,17 +87,17 @@ def build_trainer(cfg: RunConfig, directory: Path, loggers, progress: bool) -> L
 
 def fit(cfg: RunConfig, *, progress: bool = True) -> dict:
     """Train one run (resuming from its last checkpoint if there is one) and return its result record."""
-    directory = run_dir(cfg)
-    directory.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule.in_chans, datamodule.num_classes)  # bad model settings fail before any I/O
+
+    directory = run_dir(cfg)
+    directory.mkdir(parents=True, exist_ok=True)
     prov = provenance()
     OmegaConf.save(OmegaConf.structured(cfg), directory / "config.yaml")
     write_json(directory / "provenance.json", prov)
-
-    datamodule = build_datamodule(cfg)
-    model = build_model(cfg, datamodule.in_chans, datamodule.num_classes)
     system = DelvingSystem(model, cfg.optim, datamodule.num_classes, config=to_dict(cfg))
     loggers = make_loggers(cfg, directory, prov)
     trainer = build_trainer(cfg, directory, loggers, progress)

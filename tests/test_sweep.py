@@ -105,7 +105,8 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
         (["fit", "--model.dept=3"], "unknown config key 'model.dept'"),
         (["fit", "--model.activation=swish"], "unknown model.activation 'swish'"),
         (["fit", "--init.scheme=orthogonal"], "unknown init.scheme 'orthogonal'"),
-        (["fit", "--model.depth=4", "--tracking.wandb=disabled", f"--out_dir={tmp_path}"], "model.depth=4 is too small"),
+        (["fit", "--model.depth=4", "--tracking.wandb=disabled", f"--out_dir={tmp_path}"],
+         "model.depth=4 is too small"),
         (["sweep", str(tmp_path / "none.yaml")], "sweep file not found"),
     ]
     bad = tmp_path / "bad.yaml"
@@ -117,6 +118,7 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
         assert proc.returncode == 2, (args, proc.stderr[-500:])
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, (args, proc.stderr)
+    assert not list(tmp_path.glob("*/config.yaml"))  # a rejected run leaves no half-made run folder
 
 
 @pytest.mark.slow

@@ -17,8 +17,9 @@ stage-3 map at 16×16 input it equals flattening it), 1/16 of the widths, and ci
 padding leaves 31% of each 3×3 window empty, which shrinks Var[y] by ~0.69 per layer whatever the init (the
 1/sqrt(2^L) effect of Sec. 2.2 would be buried under it); circular padding keeps every window at n = 9c real
 inputs, as the paper's analysis (and its 56×56 maps, nearly) assume. ``padding_mode="zeros"`` restores the usual.
-Depth counts conv + fc layers as the paper does, so depth 14 is Table 1's layer count and depth 30 is Fig. 3's (27 conv + 3 fc); the extra depth goes
-to stage 3 because the paper adds 256-filter (stage-3) layers. The smallest depth is 9 (one stage-3 conv).
+Depth counts conv + fc layers as the paper does, so depth 14 is Table 1's layer count and depth 30 is Fig. 3's
+(27 conv + 3 fc); the extra depth goes to stage 3 because the paper adds 256-filter (stage-3) layers. The smallest
+depth is 9 (one stage-3 conv).
 """
 
 from __future__ import annotations
