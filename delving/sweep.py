@@ -177,9 +177,10 @@ def run_local(sweep: Sweep, out_root: str | Path = "runs", jobs: int | None = No
                 for future in as_completed(futures):
                     failed += _report(bar, futures[future], _guarded(future.result))
             except KeyboardInterrupt:
-                # Stop now rather than after the running cells: they resume from their last checkpoint.
+                # Stop now rather than after the running cells: they resume from their last checkpoint. SIGKILL,
+                # because Lightning traps SIGTERM and the worker would train on to the end of its cell.
                 for process in list(getattr(pool, "_processes", {}).values()):
-                    process.terminate()
+                    process.kill()
                 raise
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)

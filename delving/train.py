@@ -101,16 +101,29 @@ def fit(cfg: RunConfig, *, progress: bool = True) -> dict:
     system = DelvingSystem(model, cfg.optim, datamodule.num_classes, config=to_dict(cfg))
     loggers = make_loggers(cfg, directory, prov)
     trainer = build_trainer(cfg, directory, loggers, progress)
-    last = directory / "checkpoints" / "last.ckpt"
+    last = _resume_point(directory / "checkpoints" / "last.ckpt")
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(does not have many workers|exists and is not empty).*")
-        trainer.fit(system, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        trainer.fit(system, datamodule=datamodule, ckpt_path=str(last) if last else None)
     result = _result(cfg, trainer, system, time.perf_counter() - started)
     finish_wandb(loggers)
     if trainer.is_global_zero:
         write_json(directory / RESULT, result)
     return result
+
+
+def _resume_point(last: Path) -> Path | None:
+    """``last.ckpt`` if it loads; a checkpoint cut short by a kill is set aside (``.corrupt``), not trusted."""
+    if not last.is_file():
+        return None
+    try:
+        torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file means: start this run again
+        warnings.warn(f"{last} is unreadable ({type(err).__name__}); moved to .corrupt, the run starts again")
+        last.replace(last.with_suffix(".ckpt.corrupt"))
+        return None
+    return last
 
 
 def _result(cfg: RunConfig, trainer: L.Trainer, system: DelvingSystem, seconds: float) -> dict:

@@ -45,6 +45,17 @@ def test_rerun_resumes_from_last_checkpoint(tiny):
     assert result["history"][0]["step"] == 4 and result["history"][-1]["step"] == 12
 
 
+def test_truncated_checkpoint_is_set_aside_and_the_run_starts_again(tiny):
+    cfg = load_config(None, [*tiny, "name=cut"])
+    fit(cfg, progress=False)
+    last = run_dir(cfg) / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:100])  # as if killed while writing
+    with pytest.warns(UserWarning, match="unreadable"):
+        result = fit(cfg, progress=False)
+    assert result["status"] == "finished" and [r["epoch"] for r in result["history"]] == [0]
+    assert last.with_suffix(".ckpt.corrupt").is_file() and last.is_file()
+
+
 def test_divergence_is_recorded_not_raised(tiny):
     cfg = load_config(None, [*tiny, "name=diverge", "optim.lr=1e12", "trainer.max_epochs=3"])
     result = fit(cfg, progress=False)
