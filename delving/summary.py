@@ -109,12 +109,19 @@ def plot(results: pd.DataFrame, path: Path) -> Path:
 
 
 def summarize(folder: str | Path) -> str:
-    """Write summary.csv, summary.md and init_depth.png into ``folder`` and return the Markdown."""
+    """Write summary.csv, summary.md, init_depth.png and variance_profile.png into ``folder``; return the Markdown."""
+    from delving import signal_report
+
     folder = Path(folder)
     results = load_results(folder)
     summary = table(results)
     summary.to_csv(folder / "summary.csv", index=False)
-    text = markdown(summary, checks(results))
-    (folder / "summary.md").write_text(f"# Sweep {folder.name}\n\n![init x depth](init_depth.png)\n\n{text}")
+    signal = signal_report.profiles(results, folder)
+    text = markdown(summary, checks(results)) + signal_report.markdown(signal)
+    figures = "![init x depth](init_depth.png)\n\n"
+    if len(signal):
+        figures += "![signal at init](variance_profile.png)\n\n"
+    (folder / "summary.md").write_text(f"# Sweep {folder.name}\n\n{figures}{text}")
     plot(results, folder / "init_depth.png")
+    signal_report.plot(signal, folder / "variance_profile.png")
     return text

@@ -69,6 +69,11 @@ def test_local_sweep_runs_skips_finished_and_summarizes(tmp_path):
     stamps = [p.stat().st_mtime_ns for p in results]
     run_local(sweep, tmp_path / "runs", jobs=1)  # everything finished: nothing runs again
     assert [p.stat().st_mtime_ns for p in results] == stamps
+    text = summarize(folder)
+    assert "| 9 | relu | xavier | 1 |" in text
+    # the Sec. 2.2 signal at init of the same nets: 6 convs, Xavier's prediction 2^-(5/2) = 0.177
+    assert "| xavier | 6 |" in text and "1.77e-01" in text
+    assert (folder / "variance_profile.png").stat().st_size > 5000 and (folder / "init_depth.png").is_file()
     assert cell_name({"model.activation": "relu", "seed": 1}) == "activation=relu,seed=1"
 
 
