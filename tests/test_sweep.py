@@ -150,3 +150,23 @@ def test_killed_sweep_resumes_unfinished_and_skips_finished(tmp_path):
     assert (first / "result.json").stat().st_mtime_ns == done_stamp
     result = json.loads((second / "result.json").read_text())
     assert result["status"] == "finished" and [r["epoch"] for r in result["history"]] == list(range(6))
+
+
+def test_wandb_mode_creates_the_sweep_from_the_same_yaml_and_runs_an_agent(monkeypatch, capsys):
+    """Online path with W&B's own API stubbed (no server here): the raw YAML goes to wandb.sweep unchanged."""
+    import wandb
+
+    import delving.sweep as sweep_module
+    import delving.tracking as tracking
+
+    calls = {}
+    monkeypatch.setattr(tracking, "wandb_mode", lambda requested: "online")
+    monkeypatch.setattr(wandb, "sweep", lambda config, project: calls.update(config=config, project=project) or "s1")
+    monkeypatch.setattr(wandb, "Api", lambda: type("Api", (), {"default_entity": "me"})())
+    monkeypatch.setattr(sweep_module.subprocess, "run", lambda cmd, **kw: calls.update(cmd=cmd))
+    sweep = load_sweep(ROOT / "sweeps" / "init_depth.yaml")
+    path = sweep_module.run_wandb(sweep, count=2)
+    assert path == "me/delving-init-depth/s1"
+    assert calls["config"] == sweep.raw and calls["project"] == "delving-init-depth"
+    assert calls["cmd"] == ["wandb", "agent", "--count", "2", path]
+    assert f"wandb agent {path}" in capsys.readouterr().out
