@@ -17,7 +17,7 @@ _LEAVES = (".conv", ".fc", ".act")
 
 
 def layer_label(module_name: str) -> str:
-    """The paper's name of the layer a module belongs to: ``features.conv3_2.act`` -> ``conv3_2``."""
+    """The paper's name of the layer a module belongs to: ``features.conv32.act`` -> ``conv32``."""
     for prefix in _CONTAINERS:
         if module_name.startswith(prefix):
             module_name = module_name[len(prefix):]
@@ -31,7 +31,7 @@ def layer_label(module_name: str) -> str:
 class SlopeRecord:
     """The learned slope(s) a_i of one PReLU layer (Eq. 1)."""
 
-    layer: str            # the paper's layer name, e.g. conv2_1 or fc1
+    layer: str            # the paper's layer name, e.g. conv21 or fc1
     module: str           # the full module path
     values: torch.Tensor  # one slope per channel (channel-wise) or a single one (channel-shared)
 

@@ -1,4 +1,5 @@
-"""The ``delving`` command: ``fit`` one config, ``sweep`` a W&B sweep file, ``summarize`` a sweep folder.
+"""The ``delving`` command: ``fit`` one config, ``sweep`` a W&B sweep file, ``summarize`` a sweep folder,
+``info`` on models' sizes.
 
 Bad input (a config key, a name, a path, a sweep file) prints one line ``delving: error: ...`` and exits 2.
 """
@@ -26,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--count", type=int, default=None, help="with --wandb: runs for this agent")
     summarize = sub.add_parser("summarize", help="write the table and figure of a finished sweep folder")
     summarize.add_argument("folder", help="e.g. runs/init_depth")
+    info = sub.add_parser("info", help="parameters, multiply-adds and depth of models, beside the paper's numbers")
+    info.add_argument("models", nargs="*", help="registered model names (default: every delving_* model)")
+    info.add_argument("--size", type=int, default=224, help="input height = width (default 224)")
+    info.add_argument("--activation", default="relu", help="activation name (default relu)")
+    info.add_argument("--num-classes", type=int, default=1000)
     return parser
 
 
@@ -72,6 +78,14 @@ def _dispatch(args, extra: list[str]) -> int:
         return 0
     if extra:
         raise DelvingError(f"unexpected arguments {' '.join(extra)!r} for 'delving {args.command}'")
+    if args.command == "info":
+        import timm
+
+        from delving.models.complexity import markdown, model_size
+
+        names = args.models or timm.list_models("delving_*")
+        print(markdown([model_size(n, args.size, args.activation, args.num_classes) for n in names]))
+        return 0
     if args.command == "summarize":
         from delving.summary import summarize
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from delving.errors import DelvingError, choices
-from delving.init import MODES, SCHEMES
+from delving.init import MODES, PRESETS, SCHEMES
 from delving.layers import ACTIVATIONS
 
 
@@ -32,6 +32,7 @@ class ModelConfig:
 @dataclass
 class InitConfig:
     scheme: str = "he"              # he (Eq. 10/14/15) | xavier (the paper's sqrt(1/n)) | glorot (xavier_normal_)
+    #                                 | paper (A/B/C: he fan_out + fc stds 0.01/0.01/0.001)
     mode: str = "fan_in"            # fan_in (forward, Eq. 10) | fan_out (backward, Eq. 14)
     fc_std: Optional[List[float]] = None  # fixed stds of the last fc layers, e.g. [0.01, 0.01, 0.001] (A/B/C)
     prelu_factor: bool = True       # Eq. 15's (1 + a^2) with the slope of the following activation
@@ -152,7 +153,7 @@ def _config_error_line(err: OmegaConfBaseException, path) -> str:
 def validate(cfg: RunConfig) -> None:
     """Check names against the registries before anything is built or trained."""
     _one_of("model.activation", cfg.model.activation, ACTIVATIONS)
-    _one_of("init.scheme", cfg.init.scheme, SCHEMES)
+    _one_of("init.scheme", cfg.init.scheme, [*SCHEMES, *PRESETS])
     _one_of("init.mode", cfg.init.mode, MODES)
     _one_of("optim.schedule", cfg.optim.schedule, SCHEDULES)
     _one_of("tracking.wandb", cfg.tracking.wandb, WANDB_MODES)

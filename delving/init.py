@@ -102,6 +102,10 @@ def glorot_std(layer: nn.Module, act: nn.Module | None, mode: str, prelu_factor:
 
 
 SCHEMES: dict[str, Callable[..., float]] = {"he": he_std, "xavier": xavier_std, "glorot": glorot_std}
+# Named recipes: "paper" is how models A/B/C were initialized (Sec. 2.2 and 3): Eq. 14 (He, fan_out) on the convs,
+# with Eq. 15's (1 + a²) for PReLU nets (the paper does not say whether its PReLU nets used it; prelu_factor=False
+# drops it), fc stds 0.01, 0.01, 0.001, biases 0. A preset fixes scheme, mode and fc_std.
+PRESETS: dict[str, dict] = {"paper": {"scheme": "he", "mode": "fan_out", "fc_std": PAPER_FC_STD}}
 
 
 def initialize(model: nn.Module, scheme: str = "he", mode: str = "fan_in", *,
@@ -111,8 +115,9 @@ def initialize(model: nn.Module, scheme: str = "he", mode: str = "fan_in", *,
 
     Args:
         model: any built network; its PReLU slopes are read as they are now (0.25 after construction).
-        scheme: ``he`` (Eq. 10 / 14 / 15), ``xavier`` (the paper's sqrt(1/n)) or ``glorot`` (torch's
-            ``xavier_normal_``).
+        scheme: ``he`` (Eq. 10 / 14 / 15), ``xavier`` (the paper's sqrt(1/n)), ``glorot`` (torch's
+            ``xavier_normal_``), or the preset ``paper`` (models A/B/C: he, fan_out, fc stds 0.01/0.01/0.001),
+            which overrides ``mode`` and ``fc_std``.
         mode: ``fan_in`` (forward form, Eq. 10) or ``fan_out`` (backward form, Eq. 14).
         fc_std: fixed stds for the last ``len(fc_std)`` Linear layers instead of the scheme, e.g.
             :data:`PAPER_FC_STD` (0.01, 0.01, 0.001) as the paper used for models A/B/C.
@@ -120,8 +125,11 @@ def initialize(model: nn.Module, scheme: str = "he", mode: str = "fan_in", *,
         generator: optional RNG for reproducible draws.
     Biases are set to zero (Sec. 2.2, "b = 0").
     """
+    if scheme in PRESETS:
+        preset = PRESETS[scheme]
+        scheme, mode, fc_std = preset["scheme"], preset["mode"], preset["fc_std"]
     if scheme not in SCHEMES:
-        raise DelvingError(f"unknown init scheme {scheme!r}; valid: {choices(SCHEMES)}")
+        raise DelvingError(f"unknown init scheme {scheme!r}; valid: {choices([*SCHEMES, *PRESETS])}")
     if mode not in MODES:
         raise DelvingError(f"unknown init mode {mode!r}; valid: {choices(MODES)}")
     layers = list(weight_layers(model))

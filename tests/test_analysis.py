@@ -68,7 +68,7 @@ def test_variance_profile_leaves_parameter_grads_and_mode_alone():
 def test_slope_profile_in_network_order_with_names():
     model = timm.create_model("delving_plain", depth=10, activation="prelu", in_chans=1, num_classes=10)
     records = slope_profile(model)
-    assert [r.layer for r in records] == ["conv1", "conv2_1", "conv2_2", "conv2_3", "conv2_4", "conv3_1", "conv3_2",
+    assert [r.layer for r in records] == ["conv1", "conv21", "conv22", "conv23", "conv24", "conv31", "conv32",
                                           "fc1", "fc2"]
     assert records[0].values.shape == (16,) and not records[0].shared
     assert all(r.mean == pytest.approx(0.25) for r in records)

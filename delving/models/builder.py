@@ -8,6 +8,7 @@ last is followed by the activation named at build time (Sec. 2.1: "fc3 feeds the
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence, Union
@@ -20,18 +21,18 @@ from delving.layers import SpatialPyramidPool, make_activation
 
 @dataclass(frozen=True)
 class Conv:
-    """A k×k convolution with ``width`` filters; padding None means "same" (k // 2), the paper's implied choice.
+    """A k×k convolution with ``width`` filters.
 
+    ``padding`` None means k // 2 (the "same" size for odd k, the paper's implied choice for Table 3); ``"same"``
+    keeps the size for even k too (torch pads one more on the bottom/right); an int is explicit.
     ``padding_mode`` is torch's (zeros, reflect, replicate, circular).
     """
 
     kernel: int
     width: int
     stride: int = 1
-    padding: int | None = None
+    padding: int | str | None = None
     padding_mode: str = "zeros"
-
-
 @dataclass(frozen=True)
 class Pool:
     """A k×k max pool with the given stride; it closes a stage."""
@@ -55,6 +56,10 @@ class FC:
 
 
 Spec = Union[Conv, Pool, SPP, FC]
+
+# torch warns on every forward of an even-kernel padding="same" conv (Table 1's 2×2 convs) that it pads a copy;
+# that copy is the intended asymmetric padding.
+warnings.filterwarnings("ignore", message="Using padding='same' with even kernel", category=UserWarning)
 
 
 class DelvingNet(nn.Module):
@@ -84,7 +89,8 @@ class DelvingNet(nn.Module):
 
 
 def _conv_names(table: Sequence[Spec]) -> list[str]:
-    """Name convs conv{stage}_{i}, or conv{stage} where the stage has a single conv; pools end stages."""
+    """The paper's names: conv{stage}{i} (conv21, conv22 ...), or conv{stage} where a stage has one conv, and
+    conv{stage}_{i} where a stage has ten or more (conv3_10 is not conv31 + 0); pools are pool{stage}."""
     stage_sizes, size = [], 0
     for spec in table:
         if isinstance(spec, Conv):
@@ -97,8 +103,8 @@ def _conv_names(table: Sequence[Spec]) -> list[str]:
     for spec in table:
         if isinstance(spec, Conv):
             index += 1
-            one = stage_sizes[stage - 1] == 1
-            names.append(f"conv{stage}" if one else f"conv{stage}_{index}")
+            count = stage_sizes[stage - 1]
+            names.append(f"conv{stage}" if count == 1 else f"conv{stage}{'_' if count >= 10 else ''}{index}")
         elif isinstance(spec, Pool):
             names.append(f"pool{stage}")
             stage, index = stage + 1, 0

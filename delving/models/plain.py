@@ -5,9 +5,9 @@ The paper's 30-layer model is the 14-layer model of Table 1 with sixteen more co
 
     conv1  3×3, 16                      (Table 1: 7×7, 64, /2)
     pool1  2×2, /2                      (Table 1: 3×3, /3)
-    conv2_x  3×3, 32  × 4               (Table 1: 2×2, 128 × 4)
+    conv21..conv24  3×3, 32             (Table 1: 2×2, 128 × 4)
     pool2  2×2, /2
-    conv3_x  3×3, 64  × (depth - 8)     (Table 1: 2×2, 256 × 6, plus the extra layers of Fig. 3)
+    conv31..  3×3, 64  × (depth - 8)    (Table 1: 2×2, 256 × 6, plus Fig. 3's extra layers; conv3_10 on)
     spp {4}                             (Table 1: {6, 3, 2, 1})
     fc1 128, fc2 128, fc3 classes       (Table 1: 4096, 4096, 1000)
 
