@@ -25,7 +25,7 @@ class ModelConfig:
     name: str = "delving_plain"     # any model in timm's registry; delving_* after `import delving`
     activation: str = "relu"        # relu | prelu (channel-wise) | prelu_shared | leaky_relu
     depth: Optional[int] = None     # weight layers (conv + fc), for models that take a depth
-    drop_rate: float = 0.0          # dropout after fc1/fc2 (the paper's large models: 0.5)
+    drop_rate: Optional[float] = None  # dropout after fc1/fc2; None: the model's default (paper models 0.5, plain 0)
     kwargs: Dict[str, Any] = field(default_factory=dict)  # any other argument of the model's builder
 
 
@@ -40,12 +40,18 @@ class InitConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "digits"            # digits: scikit-learn's bundled load_digits, the embedded default
-    image_size: int = 16            # digits are 8x8, upscaled bilinearly
+    name: str = "digits"            # digits (embedded default) | folder (ImageNet-style class folders) | random
+    image_size: int = 16            # digits: upscale 8x8 to this; folder: crop size; random: smallest batch size
     batch_size: int = 64            # per process
-    val_fraction: float = 0.2       # fixed, stratified train/val split
-    split_seed: int = 0             # the split does not move with the run's seed
+    val_fraction: float = 0.2       # digits: fixed, stratified train/val split
+    split_seed: int = 0             # digits: the split does not move with the run's seed
     num_workers: int = 0
+    root: Optional[str] = None      # folder: holds train/ and val/, one sub-folder per class
+    augmentation: str = "scale_jitter"  # folder: scale_jitter (Sec. 3) | single_scale (Table 2) | inception | none
+    color_jitter: bool = False      # folder: random colour altering (the paper's [16]), as an option
+    num_classes: Optional[int] = None  # random: label count (default 1000)
+    max_image_size: Optional[int] = None  # random: each batch's size drawn in [image_size, max_image_size]
+    samples: int = 64               # random: images per split
 
 
 @dataclass
@@ -57,6 +63,7 @@ class OptimConfig:
     milestones: List[int] = field(default_factory=list)  # epochs for schedule=step
     factor: float = 0.1
     patience: int = 3               # epochs without improvement before a plateau switch
+    min_lr: float = 0.0             # plateau: never below this (the paper stops at 1e-4)
     gradient_clip_norm: Optional[float] = None  # not in the paper; see experiments/init_depth.yaml
 
 
@@ -101,9 +108,11 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+EXTENDS = "extends"  # an experiment YAML may build on another one
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 SCHEDULES = ("plateau", "step", "none")
-DATASETS = ("digits",)
+DATASETS = ("digits", "folder", "random")
+AUGMENTATIONS = ("scale_jitter", "single_scale", "inception", "none")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -135,7 +144,12 @@ def _read_yaml(path: Path) -> DictConfig:
         data = {}
     if not isinstance(data, dict):
         raise DelvingError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
-    return OmegaConf.create(data)
+    base = data.pop(EXTENDS, None)
+    config = OmegaConf.create(data)
+    if base is None:
+        return config
+    # `extends: base.yaml` (relative to this file): the base's values first, this file's on top.
+    return OmegaConf.merge(_read_yaml(path.parent / str(base)), config)
 
 
 def _config_error_line(err: OmegaConfBaseException, path) -> str:
@@ -158,6 +172,9 @@ def validate(cfg: RunConfig) -> None:
     _one_of("optim.schedule", cfg.optim.schedule, SCHEDULES)
     _one_of("tracking.wandb", cfg.tracking.wandb, WANDB_MODES)
     _one_of("data.name", cfg.data.name, DATASETS)
+    _one_of("data.augmentation", cfg.data.augmentation, AUGMENTATIONS)
+    if cfg.data.name == "folder" and not cfg.data.root:
+        raise DelvingError("data.name=folder needs data.root (a folder with train/ and val/ class folders)")
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise DelvingError(f"data.val_fraction={cfg.data.val_fraction} must be between 0 and 1")
     for key, value in (("optim.lr", cfg.optim.lr), ("data.batch_size", cfg.data.batch_size),

@@ -78,7 +78,7 @@ class DelvingSystem(L.LightningModule):
         optimizer = torch.optim.SGD(param_groups(self.model, o.weight_decay), lr=o.lr, momentum=o.momentum)
         if o.schedule == "plateau":
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=o.factor,
-                                                                   patience=o.patience)
+                                                                   patience=o.patience, min_lr=o.min_lr)
             return {"optimizer": optimizer,
                     "lr_scheduler": {"scheduler": scheduler, "monitor": "val/err1", "interval": "epoch"}}
         if o.schedule == "step":

@@ -23,7 +23,7 @@ import delving.models  # noqa: F401  (registers the delving_* models in timm)
 from delving.config import RunConfig, to_dict
 from delving.data import DATAMODULES
 from delving.errors import DelvingError
-from delving.init import initialize
+from delving.models import create_initialized
 from delving.system import DelvingSystem
 from delving.tracking import History, SlopeLogger, finish_wandb, make_loggers, provenance, write_json
 
@@ -41,27 +41,23 @@ def run_dir(cfg: RunConfig) -> Path:
 
 
 def build_datamodule(cfg: RunConfig) -> L.LightningDataModule:
-    d = cfg.data
-    return DATAMODULES[d.name](image_size=d.image_size, batch_size=d.batch_size, val_fraction=d.val_fraction,
-                               split_seed=d.split_seed, num_workers=d.num_workers)
+    return DATAMODULES[cfg.data.name].from_config(cfg.data)
 
 
 def build_model(cfg: RunConfig, in_chans: int, num_classes: int) -> torch.nn.Module:
-    """``timm.create_model`` with the config's activation, then ``initialize`` with its scheme (Sec. 2.2)."""
+    """The registered model with the config's activation, initialized with its scheme (Sec. 2.2)."""
     m = cfg.model
     kwargs = dict(m.kwargs)
-    if m.depth is not None:
-        kwargs["depth"] = m.depth
+    kwargs.update({k: v for k, v in (("depth", m.depth), ("drop_rate", m.drop_rate)) if v is not None})
     if m.name not in timm.list_models():
         raise DelvingError(f"unknown model.name {m.name!r}; valid: {', '.join(timm.list_models('delving_*'))} "
                            f"or any timm model")
+    i = cfg.init
     try:
-        model = timm.create_model(m.name, activation=m.activation, in_chans=in_chans, num_classes=num_classes,
-                                  drop_rate=m.drop_rate, **kwargs)
+        return create_initialized(m.name, i.scheme, i.mode, fc_std=i.fc_std, prelu_factor=i.prelu_factor,
+                                  activation=m.activation, in_chans=in_chans, num_classes=num_classes, **kwargs)
     except TypeError as err:  # a kwarg the builder does not take
         raise DelvingError(f"model.kwargs not accepted by {m.name}: {err}") from None
-    i = cfg.init
-    return initialize(model, i.scheme, i.mode, fc_std=i.fc_std, prelu_factor=i.prelu_factor)
 
 
 def build_trainer(cfg: RunConfig, directory: Path, loggers, progress: bool) -> L.Trainer:

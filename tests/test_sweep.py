@@ -26,7 +26,7 @@ def test_grid_from_the_repo_yaml():
     assert len({cfg.name for cfg in cfgs}) == 24
     first = cfgs[0]
     assert (first.model.activation, first.init.scheme, first.model.depth, first.seed) == ("relu", "xavier", 22, 0)
-    assert first.tracking.group == "init_depth" and first.trainer.max_epochs == 12  # from the experiment YAML
+    assert first.tracking.group == "init_depth" and first.trainer.max_epochs == 14  # from the experiment YAML
     assert sweep.raw["command"][-1] == "${args}"  # the same file drives `wandb agent`
 
 

@@ -35,6 +35,10 @@ class DigitsDataModule(L.LightningDataModule):
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
 
+    @classmethod
+    def from_config(cls, cfg) -> "DigitsDataModule":
+        return cls(cfg.image_size, cfg.batch_size, cfg.val_fraction, cfg.split_seed, cfg.num_workers)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
