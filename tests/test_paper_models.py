@@ -121,3 +121,16 @@ def test_info_command_prints_the_papers_numbers():
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "224" and cells[7] == "19" and cells[8] == "19"
     assert float(cells[6]) == pytest.approx(1.0, abs=0.03)  # mult-adds / Table 3's 1.90e10
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_MODELS))
+def test_any_test_scale_from_224_up_through_separable_features_and_head(name):
+    """The paper tests at 256, 384 and 480 (Table 4); shapes checked on the meta device (no compute)."""
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(name, num_classes=1000)
+        for size in (224, 256, 384, 480):
+            features = model.forward_features(torch.empty(2, 3, size, size))
+            assert features.shape[:2] == (2, model.num_features // model.pool.bins)
+            assert model.forward_head(features).shape == (2, 1000)
