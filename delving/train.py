@@ -14,12 +14,10 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import timm
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import OmegaConf
 
-import delving.models  # noqa: F401  (registers the delving_* models in timm)
 from delving.config import RunConfig, to_dict
 from delving.data import DATAMODULES
 from delving.errors import DelvingError
@@ -49,9 +47,6 @@ def build_model(cfg: RunConfig, in_chans: int, num_classes: int) -> torch.nn.Mod
     m = cfg.model
     kwargs = dict(m.kwargs)
     kwargs.update({k: v for k, v in (("depth", m.depth), ("drop_rate", m.drop_rate)) if v is not None})
-    if m.name not in timm.list_models():
-        raise DelvingError(f"unknown model.name {m.name!r}; valid: {', '.join(timm.list_models('delving_*'))} "
-                           f"or any timm model")
     i = cfg.init
     try:
         return create_initialized(m.name, i.scheme, i.mode, fc_std=i.fc_std, prelu_factor=i.prelu_factor,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY, run_cli
+from conftest import ROOT, run_cli
 from delving.errors import DelvingError
 from delving.summary import checks, load_results, summarize
 from delving.sweep import cell_name, configs, load_sweep, run_local

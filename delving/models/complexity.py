@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from delving.errors import DelvingError
+from delving.models.factory import require_registered
 from delving.models.paper import PAPER_MODELS
 
 
@@ -37,9 +37,7 @@ class ModelSize:
 def model_size(name: str, input_size: int = 224, activation: str = "relu", num_classes: int = 1000,
                in_chans: int = 3, **kwargs) -> ModelSize:
     """Count ``name``'s parameters and multiply-adds for one ``in_chans`` × ``input_size``² image."""
-    if name not in timm.list_models():
-        raise DelvingError(f"unknown model {name!r}; valid: {', '.join(timm.list_models('delving_*'))} or any timm "
-                           f"model")
+    require_registered(name)
     with torch.device("meta"):
         model = timm.create_model(name, activation=activation, num_classes=num_classes, in_chans=in_chans, **kwargs)
         x = torch.empty(1, in_chans, input_size, input_size)

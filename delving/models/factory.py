@@ -15,13 +15,22 @@ import timm
 import torch
 from torch import nn
 
+from delving.errors import DelvingError
 from delving.init import WEIGHT_LAYERS, initialize
+
+
+def require_registered(name: str) -> None:
+    """A one-line error for a model name timm's registry does not hold."""
+    if name not in timm.list_models():
+        raise DelvingError(f"unknown model {name!r}; valid: {', '.join(timm.list_models('delving_*'))} or any timm "
+                           f"model")
 
 
 def create_initialized(name: str, scheme: str = "he", mode: str = "fan_in", *, fc_std: Sequence[float] | None = None,
                        prelu_factor: bool = True, device: str | torch.device = "cpu",
                        generator: torch.Generator | None = None, **kwargs) -> nn.Module:
     """``timm.create_model(name, **kwargs)`` initialized with ``scheme`` (see :func:`delving.init.initialize`)."""
+    require_registered(name)
     with torch.device("meta"):
         model = timm.create_model(name, **kwargs)
     model = model.to_empty(device=device)
