@@ -23,7 +23,8 @@ from delving.layers import ACTIVATIONS
 @dataclass
 class ModelConfig:
     name: str = "delving_plain"     # any model in timm's registry; delving_* after `import delving`
-    activation: str = "relu"        # relu | prelu (channel-wise) | prelu_shared | leaky_relu
+    activation: str = "relu"        # relu | prelu (channel-wise) | prelu_shared | leaky_relu | elu | selu | gelu
+    #                                 | silu | tanh | softplus
     depth: Optional[int] = None     # weight layers (conv + fc), for models that take a depth
     drop_rate: Optional[float] = None  # dropout after fc1/fc2; None: the model's default (paper models 0.5, plain 0)
     kwargs: Dict[str, Any] = field(default_factory=dict)  # any other argument of the model's builder
@@ -32,7 +33,7 @@ class ModelConfig:
 @dataclass
 class InitConfig:
     scheme: str = "he"              # he (Eq. 10/14/15) | xavier (the paper's sqrt(1/n)) | glorot (xavier_normal_)
-    #                                 | paper (A/B/C: he fan_out + fc stds 0.01/0.01/0.001)
+    #                                 | variance_preserving (any activation) | paper (A/B/C: he fan_out + fc stds)
     mode: str = "fan_in"            # fan_in (forward, Eq. 10) | fan_out (backward, Eq. 14)
     fc_std: Optional[List[float]] = None  # fixed stds of the last fc layers, e.g. [0.01, 0.01, 0.001] (A/B/C)
     prelu_factor: bool = True       # Eq. 15's (1 + a^2) with the slope of the following activation

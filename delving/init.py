@@ -101,7 +101,21 @@ def glorot_std(layer: nn.Module, act: nn.Module | None, mode: str, prelu_factor:
     return math.sqrt(2.0 / (fan_in + fan_out))
 
 
-SCHEMES: dict[str, Callable[..., float]] = {"he": he_std, "xavier": xavier_std, "glorot": glorot_std}
+def variance_preserving_std(layer: nn.Module, act: nn.Module | None, mode: str, prelu_factor: bool = True) -> float:
+    """Sec. 2.2's rule for any activation f: std = sqrt(1 / (n E[f(y)²])) (fan_in, forward) or
+    sqrt(1 / (n̂ E[f'(y)²])) (fan_out, backward), y ~ N(0, 1), the moments computed numerically
+    (:mod:`delving.moments`). It gives Eq. 10/14 for ReLU, Eq. 15 for PReLU and the paper's Xavier for a linear
+    layer; the classifier, with no activation after it, is treated as linear. See :mod:`delving.moments` for where
+    the zero-mean assumption fails."""
+    from delving.moments import second_moments  # numpy quadrature, only needed by this scheme
+
+    forward, backward = second_moments(act)
+    moment = forward if mode == "fan_in" else backward
+    return math.sqrt(1.0 / (moment * fans(layer)[MODES.index(mode)]))
+
+
+SCHEMES: dict[str, Callable[..., float]] = {"he": he_std, "xavier": xavier_std, "glorot": glorot_std,
+                                             "variance_preserving": variance_preserving_std}
 # Named recipes: "paper" is how models A/B/C were initialized (Sec. 2.2 and 3): Eq. 14 (He, fan_out) on the convs,
 # with Eq. 15's (1 + a²) for PReLU nets (the paper does not say whether its PReLU nets used it; prelu_factor=False
 # drops it), fc stds 0.01, 0.01, 0.001, biases 0. A preset fixes scheme, mode and fc_std.
@@ -116,8 +130,8 @@ def initialize(model: nn.Module, scheme: str = "he", mode: str = "fan_in", *,
     Args:
         model: any built network; its PReLU slopes are read as they are now (0.25 after construction).
         scheme: ``he`` (Eq. 10 / 14 / 15), ``xavier`` (the paper's sqrt(1/n)), ``glorot`` (torch's
-            ``xavier_normal_``), or the preset ``paper`` (models A/B/C: he, fan_out, fc stds 0.01/0.01/0.001),
-            which overrides ``mode`` and ``fc_std``.
+            ``xavier_normal_``), ``variance_preserving`` (Sec. 2.2's rule for any activation), or the preset
+            ``paper`` (models A/B/C: he, fan_out, fc stds 0.01/0.01/0.001), which overrides ``mode`` and ``fc_std``.
         mode: ``fan_in`` (forward form, Eq. 10) or ``fan_out`` (backward form, Eq. 14).
         fc_std: fixed stds for the last ``len(fc_std)`` Linear layers instead of the scheme, e.g.
             :data:`PAPER_FC_STD` (0.01, 0.01, 0.001) as the paper used for models A/B/C.

@@ -25,6 +25,13 @@ ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
     # Eq. 1 channel-shared: one a per layer ("only introduces 13 extra free parameters").
     "prelu_shared": lambda channels: nn.PReLU(num_parameters=1, init=PRELU_INIT),
     "leaky_relu": lambda channels: nn.LeakyReLU(negative_slope=LEAKY_SLOPE),
+    # Beyond the paper (torch's own modules): for the `variance_preserving` init of delving.init.
+    "elu": lambda channels: nn.ELU(),
+    "selu": lambda channels: nn.SELU(),
+    "gelu": lambda channels: nn.GELU(),
+    "silu": lambda channels: nn.SiLU(),
+    "tanh": lambda channels: nn.Tanh(),
+    "softplus": lambda channels: nn.Softplus(),
 }
 
 
