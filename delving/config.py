@@ -34,6 +34,7 @@ class ModelConfig:
 class InitConfig:
     scheme: str = "he"              # he (Eq. 10/14/15) | xavier (the paper's sqrt(1/n)) | glorot (xavier_normal_)
     #                                 | variance_preserving (any activation) | paper (A/B/C: he fan_out + fc stds)
+    #                                 | lsuv (data-dependent: unit response std on one training batch)
     mode: str = "fan_in"            # fan_in (forward, Eq. 10) | fan_out (backward, Eq. 14)
     fc_std: Optional[List[float]] = None  # fixed stds of the last fc layers, e.g. [0.01, 0.01, 0.001] (A/B/C)
     prelu_factor: bool = True       # Eq. 15's (1 + a^2) with the slope of the following activation
@@ -109,6 +110,7 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+LSUV = "lsuv"  # data-dependent (delving.lsuv): variance_preserving, then unit response std on one training batch
 EXTENDS = "extends"  # an experiment YAML may build on another one
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 SCHEDULES = ("plateau", "step", "none")
@@ -168,7 +170,7 @@ def _config_error_line(err: OmegaConfBaseException, path) -> str:
 def validate(cfg: RunConfig) -> None:
     """Check names against the registries before anything is built or trained."""
     _one_of("model.activation", cfg.model.activation, ACTIVATIONS)
-    _one_of("init.scheme", cfg.init.scheme, [*SCHEMES, *PRESETS])
+    _one_of("init.scheme", cfg.init.scheme, [*SCHEMES, *PRESETS, LSUV])
     _one_of("init.mode", cfg.init.mode, MODES)
     _one_of("optim.schedule", cfg.optim.schedule, SCHEDULES)
     _one_of("tracking.wandb", cfg.tracking.wandb, WANDB_MODES)

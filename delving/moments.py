@@ -69,17 +69,23 @@ def second_moments(act: nn.Module | None) -> tuple[float, float]:
     return _CACHE[key]
 
 
+def _values_and_slopes(act: nn.Module, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(y) and f'(y) pointwise (the activation is elementwise), even when called under ``torch.no_grad``."""
+    with torch.enable_grad():
+        y = y.detach().clone().requires_grad_(True)
+        f = _elementwise(act)(y)
+        (slope,) = torch.autograd.grad(f.sum(), y)
+    return f.detach(), slope
+
+
 def _integrate(act: nn.Module) -> tuple[float, float]:
     y, w = _grid()
-    y = y.clone().requires_grad_(True)
-    f = _elementwise(act)(y)
-    (slope,) = torch.autograd.grad(f.sum(), y)  # f'(y) pointwise: the activation is elementwise
-    return float((w * f.detach() ** 2).sum()), float((w * slope ** 2).sum())
+    f, slope = _values_and_slopes(act, y)
+    return float((w * f ** 2).sum()), float((w * slope ** 2).sum())
 
 
 def monte_carlo(act: nn.Module, samples: int = 1_000_000, seed: int = 0) -> tuple[float, float]:
     """An independent estimate of the same moments from ``samples`` standard normal draws (for checking)."""
-    y = torch.randn(samples, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).requires_grad_(True)
-    f = _elementwise(act)(y)
-    (slope,) = torch.autograd.grad(f.sum(), y)
-    return float(f.detach().pow(2).mean()), float(slope.pow(2).mean())
+    y = torch.randn(samples, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    f, slope = _values_and_slopes(act, y)
+    return float(f.pow(2).mean()), float(slope.pow(2).mean())

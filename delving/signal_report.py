@@ -28,7 +28,7 @@ def measure(run_folder: Path) -> pd.DataFrame:
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     x = datamodule.train_set.tensors[0][:BATCH]
-    model = build_model(cfg, datamodule.in_chans, datamodule.num_classes)
+    model = build_model(cfg, datamodule)
     rows = [vars(s) for s in variance_profile(model, x)]
     return pd.DataFrame(rows).assign(init=cfg.init.scheme, depth=cfg.model.depth)
 

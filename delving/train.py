@@ -18,9 +18,10 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import OmegaConf
 
-from delving.config import RunConfig, to_dict
+from delving.config import LSUV, RunConfig, to_dict
 from delving.data import DATAMODULES
 from delving.errors import DelvingError
+from delving.lsuv import lsuv
 from delving.models import create_initialized
 from delving.system import DelvingSystem
 from delving.tracking import History, SlopeLogger, finish_wandb, make_loggers, provenance, write_json
@@ -42,17 +43,23 @@ def build_datamodule(cfg: RunConfig) -> L.LightningDataModule:
     return DATAMODULES[cfg.data.name].from_config(cfg.data)
 
 
-def build_model(cfg: RunConfig, in_chans: int, num_classes: int) -> torch.nn.Module:
-    """The registered model with the config's activation, initialized with its scheme (Sec. 2.2)."""
-    m = cfg.model
+def build_model(cfg: RunConfig, datamodule: L.LightningDataModule) -> torch.nn.Module:
+    """The registered model with the config's activation, initialized with its scheme (Sec. 2.2); ``lsuv`` also
+    reads one training batch."""
+    m, i = cfg.model, cfg.init
     kwargs = dict(m.kwargs)
     kwargs.update({k: v for k, v in (("depth", m.depth), ("drop_rate", m.drop_rate)) if v is not None})
-    i = cfg.init
+    scheme = "variance_preserving" if i.scheme == LSUV else i.scheme
     try:
-        return create_initialized(m.name, i.scheme, i.mode, fc_std=i.fc_std, prelu_factor=i.prelu_factor,
-                                  activation=m.activation, in_chans=in_chans, num_classes=num_classes, **kwargs)
+        model = create_initialized(m.name, scheme, i.mode, fc_std=i.fc_std, prelu_factor=i.prelu_factor,
+                                   activation=m.activation, in_chans=datamodule.in_chans,
+                                   num_classes=datamodule.num_classes, **kwargs)
     except TypeError as err:  # a kwarg the builder does not take
         raise DelvingError(f"model.kwargs not accepted by {m.name}: {err}") from None
+    if i.scheme == LSUV:
+        datamodule.setup("fit")
+        lsuv(model, next(iter(datamodule.train_dataloader()))[0], scheme=scheme, mode=i.mode)
+    return model
 
 
 def build_trainer(cfg: RunConfig, directory: Path, loggers, progress: bool) -> L.Trainer:
@@ -82,7 +89,7 @@ def fit(cfg: RunConfig, *, progress: bool = True) -> dict:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    model = build_model(cfg, datamodule.in_chans, datamodule.num_classes)  # bad model settings fail before any I/O
+    model = build_model(cfg, datamodule)  # bad model settings fail before any I/O
 
     directory = run_dir(cfg)
     directory.mkdir(parents=True, exist_ok=True)
