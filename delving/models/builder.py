@@ -16,6 +16,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
+from delving.errors import DelvingError
 from delving.layers import SpatialPyramidPool, make_activation
 
 
@@ -109,6 +110,17 @@ def _conv_names(table: Sequence[Spec]) -> list[str]:
             names.append(f"pool{stage}")
             stage, index = stage + 1, 0
     return names
+
+
+# What timm's create_model passes about pretrained weights; none of these nets has published weights.
+TIMM_WEIGHT_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+def entrypoint_kwargs(name: str, pretrained: bool, kwargs: dict) -> dict:
+    """The builder's share of a timm entrypoint's arguments: refuse ``pretrained``, drop timm's weight settings."""
+    if pretrained:
+        raise DelvingError(f"{name} has no pretrained weights; valid: pretrained=False")
+    return {key: value for key, value in kwargs.items() if key not in TIMM_WEIGHT_KWARGS}
 
 
 def build(table: Sequence[Spec], activation: str = "relu", in_chans: int = 3, num_classes: int = 1000,

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from timm.models import register_model
 
-from delving.errors import DelvingError
-from delving.models.builder import FC, SPP, Conv, DelvingNet, Pool, Spec, build
+from delving.models.builder import FC, SPP, Conv, DelvingNet, Pool, Spec, build, entrypoint_kwargs
 
 
 def _stage(count: int, width: int, kernel: int = 3, padding=None) -> list[Conv]:
@@ -60,10 +59,7 @@ PAPER_MODELS: dict[str, tuple[list[Spec], int, float | None, int]] = {
 
 
 def _create(name: str, pretrained: bool, kwargs: dict) -> DelvingNet:
-    if pretrained:
-        raise DelvingError(f"{name} has no pretrained weights; valid: pretrained=False")
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm's weight settings: none here
-        kwargs.pop(key, None)
+    kwargs = entrypoint_kwargs(name, pretrained, kwargs)
     kwargs.setdefault("drop_rate", 0.5)
     model = build(PAPER_MODELS[name][0], **kwargs)
     model.min_input_size = PAPER_MODELS[name][3]

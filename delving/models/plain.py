@@ -27,7 +27,7 @@ from __future__ import annotations
 from timm.models import register_model
 
 from delving.errors import DelvingError, choices
-from delving.models.builder import FC, SPP, Conv, DelvingNet, Pool, Spec, build
+from delving.models.builder import FC, SPP, Conv, DelvingNet, Pool, Spec, build, entrypoint_kwargs
 
 STAGE2_CONVS = 4  # Table 1: conv21..conv24
 MIN_DEPTH = 1 + STAGE2_CONVS + 1 + 3  # conv1, stage 2, one stage-3 conv, three fc
@@ -56,13 +56,6 @@ def plain_table(depth: int, widths: tuple[int, int, int] = (16, 32, 64), fc_widt
     ]
 
 
-def _drop_timm_kwargs(kwargs: dict) -> dict:
-    """timm's create_model passes pretrained-weight settings; these nets have no published weights."""
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    return kwargs
-
-
 @register_model
 def delving_plain(pretrained: bool = False, depth: int = 30, widths=(16, 32, 64), fc_width: int = 128,
                   spp_levels=(4,), padding_mode: str = "circular", **kwargs) -> DelvingNet:
@@ -70,7 +63,5 @@ def delving_plain(pretrained: bool = False, depth: int = 30, widths=(16, 32, 64)
 
     Other keyword arguments (``activation``, ``in_chans``, ``num_classes``, ``drop_rate``) go to the builder.
     """
-    if pretrained:
-        raise DelvingError("delving_plain has no pretrained weights; valid: pretrained=False")
     table = plain_table(depth, tuple(widths), fc_width, tuple(spp_levels), padding_mode)
-    return build(table, **_drop_timm_kwargs(kwargs))
+    return build(table, **entrypoint_kwargs("delving_plain", pretrained, kwargs))
