@@ -23,7 +23,8 @@ def test_repo_experiment_loads():
     ("bogus=1", r"unknown config key 'bogus'"),
     ("model.depth=deep", r"bad config value for 'model.depth'"),
     ("model.activation=swish", r"unknown model.activation 'swish'; valid: .*'prelu'"),
-    ("init.scheme=kaiming", r"unknown init.scheme 'kaiming'; valid: 'glorot', 'he', 'lsuv', 'paper', 'variance_preserving', 'xavier'"),
+    ("init.scheme=kaiming",
+     r"unknown init.scheme 'kaiming'; valid: 'glorot', 'he', 'lsuv', 'paper', 'variance_preserving', 'xavier'"),
     ("init.mode=fan_avg", r"unknown init.mode 'fan_avg'"),
     ("optim.lr=-1", r"optim.lr=-1.0 must be positive"),
 ])
