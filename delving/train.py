@@ -64,12 +64,11 @@ def build_model(cfg: RunConfig, datamodule: L.LightningDataModule) -> torch.nn.M
 
 def build_trainer(cfg: RunConfig, directory: Path, loggers, progress: bool) -> L.Trainer:
     t = cfg.trainer
-    callbacks = [
-        ModelCheckpoint(dirpath=directory / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                        save_last=True, save_top_k=1, monitor="val/err1", mode="min"),
-        LearningRateMonitor(logging_interval="epoch"),
-        History(),
-    ]
+    callbacks = [LearningRateMonitor(logging_interval="epoch"), History()]
+    if not t.fast_dev_run:  # a dry run must not write a multi-GB checkpoint of model C (Lightning still saves `last`)
+        callbacks.insert(0, ModelCheckpoint(
+            dirpath=directory / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+            save_last=True, save_top_k=1, monitor="val/err1", mode="min"))
     if cfg.tracking.log_slopes:
         callbacks.append(SlopeLogger(directory))
     limits = {k: v for k, v in (("limit_train_batches", t.limit_train_batches),

@@ -45,3 +45,4 @@ def test_fast_dev_run_on_random_size_inputs(path, tmp_path):
     cfg = load_config(path, [*DRY_RUN, f"out_dir={tmp_path}"])
     result = fit(cfg, progress=False)
     assert result["status"] == "finished" and result["history"][-1]["val/err1"] <= 1.0
+    assert not list(tmp_path.rglob("*.ckpt")), "a dry run writes no checkpoint (model C's would be ~2 GB)"
