@@ -1,5 +1,5 @@
 """The ``delving`` command: ``fit`` one config, ``sweep`` a W&B sweep file, ``summarize`` a sweep folder,
-``info`` on models' sizes.
+``info`` on models' sizes, ``write-ffcv`` class folders to a ``.beton``, ``photos`` (the real-photo demo set).
 
 Bad input (a config key, a name, a path, a sweep file) prints one line ``delving: error: ...`` and exits 2.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from delving.errors import DelvingError
 
@@ -32,7 +33,28 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--size", type=int, default=224, help="input height = width (default 224)")
     info.add_argument("--activation", default="relu", help="activation name (default relu)")
     info.add_argument("--num-classes", type=int, default=1000)
+    _write_ffcv_parser(sub)
+    photos = sub.add_parser("photos", help="make the real-photo demo set (ImageNet folder layout, JPEG)")
+    photos.add_argument("--out", required=True, help="folder to fill with train/<class>/ and val/<class>/")
+    photos.add_argument("--train-per-class", type=int, default=100)
+    photos.add_argument("--val-per-class", type=int, default=20)
+    photos.add_argument("--size", type=int, default=500, help="longer side of each image (default 500)")
     return parser
+
+
+def _write_ffcv_parser(sub) -> None:
+    write = sub.add_parser("write-ffcv", help="ImageNet-style class folders to an FFCV .beton",
+                           description="Defaults are ffcv-imagenet's: longer side <= 500, half JPEG at quality 90.")
+    write.add_argument("--root", required=True, help="dataset folder holding <split>/<class>/*.jpg")
+    write.add_argument("--split", required=True, help="sub-folder to convert, e.g. train or val")
+    write.add_argument("--out", required=True, help="the .beton to write, e.g. train.beton")
+    write.add_argument("--max-resolution", type=int, default=500, help="longer side cap; 0 keeps each file's own")
+    write.add_argument("--jpeg-quality", type=int, default=90)
+    write.add_argument("--compress-probability", type=float, default=0.5, help="with --write-mode proportion")
+    write.add_argument("--write-mode", default="proportion", help="proportion | jpg | raw | smart")
+    write.add_argument("--workers", type=int, default=None, help="writer processes (default: the usable CPUs)")
+    write.add_argument("--skip-bad", action="store_true", help="leave unreadable images out (and count them)")
+    write.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
 
 def overrides(extra: list[str]) -> list[str]:
@@ -86,12 +108,37 @@ def _dispatch(args, extra: list[str]) -> int:
         names = args.models or timm.list_models("delving_*")
         print(markdown([model_size(n, args.size, args.activation, args.num_classes) for n in names]))
         return 0
+    if args.command == "write-ffcv":
+        return _write_ffcv(args)
+    if args.command == "photos":
+        from delving.data.photos import make_photos
+
+        root = make_photos(args.out, args.train_per_class, args.val_per_class, args.size)
+        print(f"photos: {root}/train and {root}/val (one class per photograph)")
+        return 0
     if args.command == "summarize":
         from delving.summary import summarize
 
         print(summarize(args.folder))
         return 0
     return _sweep(args)
+
+
+def _write_ffcv(args) -> int:
+    from delving.data import FFCV_MISSING
+
+    try:
+        from delving.data.ffcv import write_beton
+    except ImportError as err:
+        raise DelvingError(f"{FFCV_MISSING} ({err})") from None
+    report = write_beton(Path(args.root) / args.split, args.out, max_resolution=args.max_resolution,
+                         jpeg_quality=args.jpeg_quality, compress_probability=args.compress_probability,
+                         write_mode=args.write_mode, workers=args.workers, skip_bad=args.skip_bad,
+                         overwrite=args.overwrite)
+    print(f"write-ffcv: {report.written} images -> {report.out}")
+    if report.skipped:
+        print(f"write-ffcv: skipped {len(report.skipped)} unreadable file(s), e.g. {report.skipped[0]}")
+    return 0
 
 
 def _sweep(args) -> int:

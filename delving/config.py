@@ -42,18 +42,21 @@ class InitConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "digits"            # digits (embedded default) | folder (ImageNet-style class folders) | random
+    name: str = "digits"            # digits (embedded default) | ffcv (root/{train,val}.beton) | folder | random
     image_size: int = 16            # digits: upscale 8x8 to this; folder: crop size; random: smallest batch size
     batch_size: int = 64            # per process
     val_fraction: float = 0.2       # digits: fixed, stratified train/val split
     split_seed: int = 0             # digits: the split does not move with the run's seed
     num_workers: int = 0
-    root: Optional[str] = None      # folder: holds train/ and val/, one sub-folder per class
+    root: Optional[str] = None      # folder: train/ and val/, one sub-folder per class; ffcv: train.beton, val.beton
     augmentation: str = "scale_jitter"  # folder: scale_jitter (Sec. 3) | single_scale (Table 2) | inception | none
     color_jitter: bool = False      # folder: random colour altering (the paper's [16]), as an option
     num_classes: Optional[int] = None  # random: label count (default 1000)
     max_image_size: Optional[int] = None  # random: each batch's size drawn in [image_size, max_image_size]
     samples: int = 64               # random: images per split
+    os_cache: bool = True           # ffcv: read through the page cache (False: FFCV's own process cache)
+    order: str = "random"           # ffcv: random | quasi_random (less disk, single process) | sequential
+    order_seed: Optional[int] = None  # ffcv: shuffle seed, the same on every rank (default: the run's seed)
 
 
 @dataclass
@@ -114,7 +117,8 @@ LSUV = "lsuv"  # data-dependent (delving.lsuv): variance_preserving, then unit r
 EXTENDS = "extends"  # an experiment YAML may build on another one
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 SCHEDULES = ("plateau", "step", "none")
-DATASETS = ("digits", "folder", "random")
+DATASETS = ("digits", "ffcv", "folder", "random")
+ORDERS = ("random", "quasi_random", "sequential")
 AUGMENTATIONS = ("scale_jitter", "single_scale", "inception", "none")
 
 
@@ -176,8 +180,11 @@ def validate(cfg: RunConfig) -> None:
     _one_of("tracking.wandb", cfg.tracking.wandb, WANDB_MODES)
     _one_of("data.name", cfg.data.name, DATASETS)
     _one_of("data.augmentation", cfg.data.augmentation, AUGMENTATIONS)
+    _one_of("data.order", cfg.data.order, ORDERS)
     if cfg.data.name == "folder" and not cfg.data.root:
         raise DelvingError("data.name=folder needs data.root (a folder with train/ and val/ class folders)")
+    if cfg.data.name == "ffcv" and not cfg.data.root:
+        raise DelvingError("data.name=ffcv needs data.root (a folder with train.beton and val.beton)")
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise DelvingError(f"data.val_fraction={cfg.data.val_fraction} must be between 0 and 1")
     for key, value in (("optim.lr", cfg.optim.lr), ("data.batch_size", cfg.data.batch_size),

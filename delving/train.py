@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import OmegaConf
 
 from delving.config import LSUV, RunConfig, to_dict
-from delving.data import DATAMODULES
+from delving.data import datamodule_class
 from delving.errors import DelvingError
 from delving.lsuv import lsuv
 from delving.models import create_initialized
@@ -40,7 +40,7 @@ def run_dir(cfg: RunConfig) -> Path:
 
 
 def build_datamodule(cfg: RunConfig) -> L.LightningDataModule:
-    return DATAMODULES[cfg.data.name].from_config(cfg.data)
+    return datamodule_class(cfg.data.name).from_config(cfg.data, seed=cfg.seed)
 
 
 def build_model(cfg: RunConfig, datamodule: L.LightningDataModule) -> torch.nn.Module:
@@ -62,9 +62,9 @@ def build_model(cfg: RunConfig, datamodule: L.LightningDataModule) -> torch.nn.M
     return model
 
 
-def build_trainer(cfg: RunConfig, directory: Path, loggers, progress: bool) -> L.Trainer:
+def build_trainer(cfg: RunConfig, directory: Path, loggers, progress: bool, extra_callbacks=()) -> L.Trainer:
     t = cfg.trainer
-    callbacks = [LearningRateMonitor(logging_interval="epoch"), History()]
+    callbacks = [LearningRateMonitor(logging_interval="epoch"), History(), *extra_callbacks]
     if not t.fast_dev_run:  # a dry run must not write a multi-GB checkpoint of model C (Lightning still saves `last`)
         callbacks.insert(0, ModelCheckpoint(
             dirpath=directory / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
@@ -82,8 +82,9 @@ def build_trainer(cfg: RunConfig, directory: Path, loggers, progress: bool) -> L
         default_root_dir=str(directory), logger=loggers, callbacks=callbacks, **limits)
 
 
-def fit(cfg: RunConfig, *, progress: bool = True) -> dict:
-    """Train one run (resuming from its last checkpoint if there is one) and return its result record."""
+def fit(cfg: RunConfig, *, progress: bool = True, callbacks=()) -> dict:
+    """Train one run (resuming from its last checkpoint if there is one) and return its result record.
+    ``callbacks``: Lightning callbacks added to the run's own (checkpoints, LR monitor, history, slopes)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -97,7 +98,7 @@ def fit(cfg: RunConfig, *, progress: bool = True) -> dict:
     write_json(directory / "provenance.json", prov)
     system = DelvingSystem(model, cfg.optim, datamodule.num_classes, config=to_dict(cfg))
     loggers = make_loggers(cfg, directory, prov)
-    trainer = build_trainer(cfg, directory, loggers, progress)
+    trainer = build_trainer(cfg, directory, loggers, progress, callbacks)
     last = _resume_point(directory / "checkpoints" / "last.ckpt")
     started = time.perf_counter()
     with warnings.catch_warnings():

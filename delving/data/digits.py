@@ -36,7 +36,7 @@ class DigitsDataModule(L.LightningDataModule):
         self.val_set: TensorDataset | None = None
 
     @classmethod
-    def from_config(cls, cfg) -> "DigitsDataModule":
+    def from_config(cls, cfg, seed: int = 0) -> "DigitsDataModule":
         return cls(cfg.image_size, cfg.batch_size, cfg.val_fraction, cfg.split_seed, cfg.num_workers)
 
     def setup(self, stage: str | None = None) -> None:

@@ -82,7 +82,7 @@ class FolderDataModule(L.LightningDataModule):
         self.augmentation, self.color_jitter = augmentation, color_jitter
 
     @classmethod
-    def from_config(cls, cfg) -> "FolderDataModule":
+    def from_config(cls, cfg, seed: int = 0) -> "FolderDataModule":
         return cls(cfg.root, cfg.image_size, cfg.batch_size, cfg.num_workers, cfg.augmentation, cfg.color_jitter)
 
     def setup(self, stage: str | None = None) -> None:

@@ -39,7 +39,7 @@ class RandomDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
 
     @classmethod
-    def from_config(cls, cfg) -> "RandomDataModule":
+    def from_config(cls, cfg, seed: int = 0) -> "RandomDataModule":
         return cls(cfg.image_size, cfg.max_image_size, cfg.num_classes or 1000, cfg.samples, cfg.batch_size,
                    cfg.num_workers)
 
