@@ -7,7 +7,7 @@ APT_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test test-fast sweep-init-depth bench-sweep clean
+.PHONY: help venv system-deps test test-fast sweep-init-depth bench-sweep bench-data clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ sweep-init-depth: $(STAMP) ## The paper's init x depth study on the digits defau
 
 bench-sweep: $(STAMP) ## Time the default init x depth sweep from a clean output folder
 	$(BIN)/python benchmarks/sweep_time.py
+
+bench-data: $(STAMP) ## Images/s of the FFCV module, the torchvision fallback, the standard recipe and the decode ceiling
+	$(BIN)/python benchmarks/data_throughput.py
 
 clean: ## Remove run outputs (keeps .venv)
 	rm -rf runs wandb lightning_logs

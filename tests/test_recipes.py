@@ -35,7 +35,7 @@ def test_recipe_is_the_papers(path):
 
 
 def test_recipe_without_data_root_is_a_one_line_error():
-    with pytest.raises(DelvingError, match="data.name=folder needs data.root"):
+    with pytest.raises(DelvingError, match="data.name=ffcv needs data.root"):
         load_config(RECIPES[0])
 
 
