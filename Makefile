@@ -7,7 +7,7 @@ APT_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test test-fast sweep-init-depth bench-sweep bench-data clean
+.PHONY: help venv system-deps test test-fast sweep-init-depth sweep-init-depth-deep bench-sweep bench-sweep-deep bench-data clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -40,8 +40,14 @@ test-fast: $(STAMP) ## Run the fast tests only
 sweep-init-depth: $(STAMP) ## The paper's init x depth study on the digits default (local grid, offline W&B), then its summary
 	$(BIN)/delving sweep sweeps/init_depth.yaml
 
+sweep-init-depth-deep: $(STAMP) ## Deeper than 30: depth 30/50/100 x 3 inits x 4 activations x 2 seeds (72 runs), then its summary
+	$(BIN)/delving sweep sweeps/init_depth_deep.yaml
+
 bench-sweep: $(STAMP) ## Time the default init x depth sweep from a clean output folder
 	$(BIN)/python benchmarks/sweep_time.py
+
+bench-sweep-deep: $(STAMP) ## Time the deep sweep (72 runs) from a clean output folder against its 20-minute budget
+	$(BIN)/python benchmarks/sweep_time.py --sweep sweeps/init_depth_deep.yaml --budget 1200
 
 bench-data: $(STAMP) ## Images/s of the FFCV module, the torchvision fallback, the standard recipe and the decode ceiling
 	$(BIN)/python benchmarks/data_throughput.py

@@ -97,6 +97,7 @@ class TrackingConfig:
     group: Optional[str] = None
     tags: List[str] = field(default_factory=list)
     log_slopes: bool = True         # prelu/<layer> per epoch, histograms, end-of-run slope plot
+    log_variance: bool = True       # variance_profile at init and after epoch 1 (variance.csv, W&B plot)
 
 
 @dataclass

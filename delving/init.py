@@ -30,15 +30,18 @@ def activation_slope(act: nn.Module | None) -> float:
 
     ReLU (and "no activation", the last layer) is a = 0, Leaky ReLU its fixed slope, PReLU its *current* slope
     (0.25 at construction). A channel-wise PReLU gives sqrt(mean(a_i²)) so that (1 + a²) is the channel mean.
+    ELU, GELU and SiLU, rectifier-like (identity for large inputs, bounded below), count as ReLU (a = 0): the
+    usual practice (``kaiming_normal_(nonlinearity="relu")`` in GELU/SiLU nets), and an approximation — their
+    exact rule is the ``variance_preserving`` scheme. Tanh, SELU and softplus have no He form and are an error.
     """
-    if act is None or isinstance(act, nn.ReLU):
+    if act is None or isinstance(act, (nn.ReLU, nn.ELU, nn.GELU, nn.SiLU)):
         return 0.0
     if isinstance(act, nn.LeakyReLU):
         return float(act.negative_slope)
     if isinstance(act, nn.PReLU):
         return float(act.weight.detach().double().pow(2).mean().sqrt())
     raise DelvingError(f"He init needs a rectifier after each layer, got {type(act).__name__}; "
-                       f"valid: ReLU, LeakyReLU, PReLU")
+                       f"valid: ReLU, LeakyReLU, PReLU (and, as ReLU, ELU, GELU, SiLU); use variance_preserving")
 
 
 def is_activation(module: nn.Module) -> bool:

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
-from delving.analysis import slope_profile
+from delving.analysis import slope_profile, variance_profile
 from delving.config import RunConfig, to_dict
 
 PACKAGES = ("torch", "torchvision", "lightning", "timm", "wandb", "omegaconf", "torchmetrics", "numpy", "ffcv")
@@ -173,10 +173,65 @@ def _histogram(wandb, values: torch.Tensor):
                                                      range=(low - pad, high + pad)))
 
 
+class VarianceLogger(L.Callback):
+    """``variance_profile`` (Sec. 2.2: per weight layer, the std of its response and of the gradient reaching it)
+    on the first validation batch, at initialization and after the first epoch — the signal the init shapes, and
+    what one epoch of training made of it.
+
+    Written to ``variance.csv`` in the run folder (stage, index, layer, forward_std, backward_std) and, on W&B,
+    as a table and a line plot of forward std against depth per stage.
+    """
+
+    STAGES = {"init": None, "epoch1": 0}  # stage -> the epoch at whose end it is measured (None: before training)
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "variance.csv"
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0 and "init" not in self._stages():  # a resumed run keeps its own init
+            self._measure(trainer, pl_module, "init")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.STAGES["epoch1"]:
+            self._measure(trainer, pl_module, "epoch1")
+
+    def _stages(self) -> set[str]:
+        if not self.path.is_file():
+            return set()
+        with self.path.open() as f:
+            return {row["stage"] for row in csv.DictReader(f)}
+
+    def _measure(self, trainer, pl_module, stage: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        device = pl_module.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # leave training's RNG
+            x = next(iter(trainer.datamodule.val_dataloader()))[0].to(device)
+            x = trainer.datamodule.on_after_batch_transfer((x, None), 0)[0]  # FFCV on GPU: normalized here
+            profile = variance_profile(pl_module.model, x)
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["stage", "index", "layer", "forward_std", "backward_std"])
+            writer.writerows([stage, s.index, s.layer, f"{s.forward_std:.6g}", f"{s.backward_std:.6g}"]
+                             for s in profile)
+        wb = wandb_logger(trainer)
+        if wb is not None:
+            import wandb
+
+            table = wandb.Table(columns=["index", "layer", "forward_std", "backward_std"],
+                                data=[[s.index, s.layer, s.forward_std, s.backward_std] for s in profile])
+            wb.experiment.log({f"variance/{stage}": wandb.plot.line(
+                table, "index", "forward_std", title=f"Forward std by layer ({stage})")})
+
+
 class History(L.Callback):
-    """Per-epoch validation metrics and learning rate, kept in the checkpoint so a resumed run has all epochs."""
+    """Per-epoch validation metrics, learning rate and the epoch's mean training error and loss (with dropout, as
+    trained), kept in the checkpoint so a resumed run has all epochs."""
 
     KEYS = ("val/err1", "val/err5", "val/loss")
+    TRAIN_KEYS = {"train/err1": "train/err1", "train/loss_epoch": "train/loss"}
 
     def __init__(self):
         self.rows: list[dict] = []
@@ -189,6 +244,12 @@ class History(L.Callback):
                "lr": trainer.optimizers[0].param_groups[0]["lr"]}
         row.update({k: float(metrics[k]) for k in self.KEYS if k in metrics})
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        metrics = trainer.callback_metrics
+        for row in self.rows:
+            if row["epoch"] == trainer.current_epoch:
+                row.update({name: float(metrics[k]) for k, name in self.TRAIN_KEYS.items() if k in metrics})
 
     def state_dict(self) -> dict:
         return {"rows": self.rows}

@@ -24,7 +24,7 @@ from delving.errors import DelvingError
 from delving.lsuv import lsuv
 from delving.models import create_initialized
 from delving.system import DelvingSystem
-from delving.tracking import History, SlopeLogger, finish_wandb, make_loggers, provenance, write_json
+from delving.tracking import History, SlopeLogger, VarianceLogger, finish_wandb, make_loggers, provenance, write_json
 
 RESULT = "result.json"
 DONE = ("finished", "diverged")
@@ -71,6 +71,8 @@ def build_trainer(cfg: RunConfig, directory: Path, loggers, progress: bool, extr
             save_last=True, save_top_k=1, monitor="val/err1", mode="min"))
     if cfg.tracking.log_slopes:
         callbacks.append(SlopeLogger(directory))
+    if cfg.tracking.log_variance and not t.fast_dev_run:
+        callbacks.append(VarianceLogger(directory))
     limits = {k: v for k, v in (("limit_train_batches", t.limit_train_batches),
                                 ("limit_val_batches", t.limit_val_batches)) if v is not None}
     return L.Trainer(
@@ -133,6 +135,7 @@ def _result(cfg: RunConfig, trainer: L.Trainer, system: DelvingSystem, seconds: 
         "activation": cfg.model.activation, "init": cfg.init.scheme, "depth": cfg.model.depth, "seed": cfg.seed,
         "epochs": trainer.current_epoch,
         "final_val_err1": errors[-1] if errors else None,
+        "final_train_err1": history[-1].get("train/err1") if history else None,
         "best_val_err1": min(errors) if errors else None,
         "final_val_err5": history[-1].get("val/err5") if history else None,
         "fit_seconds": round(seconds, 2),

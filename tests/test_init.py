@@ -94,3 +94,12 @@ def test_bad_scheme_mode_and_fc_std_are_errors():
         initialize(model, "he", fc_std=PAPER_FC_STD)
     with pytest.raises(DelvingError, match="needs a rectifier"):
         initialize(one_layer(nn.Tanh()), "he")
+
+
+def test_he_treats_rectifier_like_activations_as_relu():
+    for act in (nn.GELU(), nn.ELU(), nn.SiLU()):
+        model = one_layer(act)
+        initialize(model, "he", generator=torch.Generator().manual_seed(0))
+        conv = next(m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+        n = conv.weight[0].numel()
+        assert abs(float(conv.weight.detach().std()) / math.sqrt(2 / n) - 1) < 0.05  # Eq. 10 with a = 0

@@ -14,6 +14,24 @@ from delving.summary import checks, load_results, summarize
 from delving.sweep import cell_name, configs, load_sweep, run_local
 
 
+def test_deep_sweep_is_72_valid_runs_and_every_init_applies_to_every_activation(tmp_path):
+    import torch
+
+    from delving.data import DigitsDataModule
+    from delving.train import build_model
+
+    cfgs = configs(load_sweep(ROOT / "sweeps" / "init_depth_deep.yaml"), tmp_path)
+    assert len(cfgs) == 72 and {c.model.depth for c in cfgs} == {30, 50, 100}
+    assert {c.model.activation for c in cfgs} == {"relu", "prelu", "elu", "gelu"}
+    assert {c.init.scheme for c in cfgs} == {"xavier", "he", "variance_preserving"}
+    assert {(c.trainer.max_epochs, c.optim.gradient_clip_norm) for c in cfgs} == {(8, 1.0)}  # extends init_depth
+    datamodule = DigitsDataModule()
+    for cfg in cfgs:
+        if cfg.model.depth == 100 and cfg.seed == 0 and cfg.model.activation in ("gelu", "elu"):
+            model = build_model(cfg, datamodule)  # He on GELU/ELU: the ReLU gain, no error
+            assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
+
+
 def test_grid_from_the_repo_yaml():
     sweep = load_sweep(ROOT / "sweeps" / "init_depth.yaml")
     cells = sweep.cells()
@@ -81,10 +99,11 @@ def fake_results(folder: Path, curves: dict) -> None:
     for (act, init, depth, seed), curve in curves.items():
         run = folder / f"{act}-{init}-{depth}-{seed}"
         run.mkdir(parents=True)
-        history = [{"epoch": i, "val/err1": e} for i, e in enumerate(curve)]
+        history = [{"epoch": i, "val/err1": e, "train/err1": e - 0.02} for i, e in enumerate(curve)]
         run.joinpath("result.json").write_text(json.dumps({
             "status": "finished", "name": run.name, "activation": act, "init": init, "depth": depth, "seed": seed,
-            "final_val_err1": curve[-1], "best_val_err1": min(curve), "history": history}))
+            "final_val_err1": curve[-1], "best_val_err1": min(curve), "final_train_err1": curve[-1] - 0.02,
+            "history": history}))
 
 
 def test_summary_table_figure_and_paper_checks(tmp_path):
@@ -97,7 +116,7 @@ def test_summary_table_figure_and_paper_checks(tmp_path):
     fake_results(tmp_path, curves)
     text = summarize(tmp_path)
     assert all(ok for _, ok in checks(load_results(tmp_path)))
-    assert "| 30 | relu | xavier | 3 | 0.900 ± 0.000" in text and "3/3" in text
+    assert "| 30 | relu | xavier | 3 | 0.880 ± 0.000 | 0.900 ± 0.000" in text and "3/3" in text  # train, val
     assert (tmp_path / "init_depth.png").stat().st_size > 5000 and (tmp_path / "summary.csv").is_file()
     # A He run that does not train breaks the check.
     fake_results(tmp_path / "bad", {**curves, ("relu", "he", 30, 0): [0.9, 0.9, 0.3]})

@@ -33,6 +33,23 @@ def test_real_training_run_writes_wandb_offline_csv_and_slopes(tiny):
     assert json.loads((folder / "result.json").read_text())["status"] == "finished"
 
 
+def test_variance_profile_logged_at_init_and_after_epoch_1_without_touching_training(tiny):
+    runs = {}
+    for log in (True, False):
+        cfg = load_config(None, [*tiny, "trainer.max_epochs=2", f"tracking.log_variance={log}", f"name=v{log}"])
+        runs[log] = (fit(cfg, progress=False), run_dir(cfg))
+    (result, folder), (plain, plain_folder) = runs[True], runs[False]
+    variance = pd.read_csv(folder / "variance.csv")
+    assert list(variance.stage.unique()) == ["init", "epoch1"]
+    init, after = variance[variance.stage == "init"], variance[variance.stage == "epoch1"]
+    assert list(init.layer) == list(after.layer) and init.layer.iloc[0] == "conv1" and len(init) == 9
+    assert (init.forward_std > 0).all() and not init.forward_std.equals(after.forward_std.reset_index(drop=True))
+    assert not (plain_folder / "variance.csv").exists()
+    # The measurement runs under its own RNG: the trained run is the same with and without it.
+    assert [r["val/err1"] for r in result["history"]] == [r["val/err1"] for r in plain["history"]]
+    assert result["final_train_err1"] == plain["final_train_err1"] is not None
+
+
 def test_rerun_resumes_from_last_checkpoint(tiny):
     cfg = load_config(None, [*tiny, "name=resume"])
     fit(cfg, progress=False)
