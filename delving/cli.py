@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", default="runs", help="local output root (default: runs)")
     sweep.add_argument("--jobs", type=int, default=None, help="parallel worker processes (default: one per CPU)")
     sweep.add_argument("--count", type=int, default=None, help="with --wandb: runs for this agent")
+    sweep.add_argument("--list", action="store_true", help="number the grid's cells (for --cell and job arrays)")
+    sweep.add_argument("--cell", type=int, default=None, help="run only cell K of --list (skipped if finished)")
     summarize = sub.add_parser("summarize", help="write the table and figure of a finished sweep folder")
     summarize.add_argument("folder", help="e.g. runs/init_depth")
     info = sub.add_parser("info", help="parameters, multiply-adds and depth of models, beside the paper's numbers")
@@ -142,9 +144,18 @@ def _write_ffcv(args) -> int:
 
 
 def _sweep(args) -> int:
-    from delving.sweep import load_sweep, run_local, run_wandb, sync_command
+    from delving.sweep import list_cells, load_sweep, run_cell, run_local, run_wandb, sync_command
 
     sweep = load_sweep(args.file)
+    if args.list:
+        for index, name, done in list_cells(sweep, args.out):
+            print(f"{index}\t{'done' if done else 'todo'}\t{name}")
+        return 0
+    if args.cell is not None:
+        result = run_cell(sweep, args.cell, args.out)
+        print(f"cell {args.cell}: " + ("already finished, skipped" if result is None else
+                                       f"{result['name']}: {result['status']}, final val err1 {result['final_val_err1']}"))
+        return 0
     if args.wandb:
         run_wandb(sweep, count=args.count)
         return 0

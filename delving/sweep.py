@@ -151,6 +151,32 @@ def _run_cell(cfg: RunConfig) -> dict:
     return fit(cfg, progress=False)
 
 
+def list_cells(sweep: Sweep, out_root: str | Path = "runs") -> list[tuple[int, str, bool]]:
+    """(index, cell folder name, done) for every grid point, in the file's order: the numbering ``--cell K`` and
+    a SLURM job array (``--array=0-<N-1>``) use, so a grid can be spread over machines without a W&B server."""
+    folder = Path(out_root) / sweep.name
+    return [(k, run_dir_name(cfg), is_done(cfg)) for k, cfg in enumerate(configs(sweep, folder))]
+
+
+def run_dir_name(cfg: RunConfig) -> str:
+    from delving.train import run_dir
+
+    return run_dir(cfg).name
+
+
+def run_cell(sweep: Sweep, index: int, out_root: str | Path = "runs") -> dict | None:
+    """Run grid point ``index`` (resuming it if interrupted); a finished one is skipped and gives None."""
+    cells = configs(sweep, Path(out_root) / sweep.name)
+    if not 0 <= index < len(cells):
+        raise DelvingError(f"--cell {index} is out of range: sweep {sweep.name} has cells 0 to {len(cells) - 1}")
+    cfg = cells[index]
+    if is_done(cfg):
+        return None
+    from delving.train import fit
+
+    return fit(cfg)
+
+
 def run_local(sweep: Sweep, out_root: str | Path = "runs", jobs: int | None = None) -> tuple[Path, int]:
     """Run every unfinished cell of the grid offline; return the sweep's output folder and the failed count.
 

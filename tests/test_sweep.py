@@ -189,3 +189,33 @@ def test_wandb_mode_creates_the_sweep_from_the_same_yaml_and_runs_an_agent(monke
     assert calls["config"] == sweep.raw and calls["project"] == "delving-init-depth"
     assert calls["cmd"] == ["wandb", "agent", "--count", "2", path]
     assert f"wandb agent {path}" in capsys.readouterr().out
+
+
+def test_list_and_cell_cover_the_grid_once_and_skip_finished(tmp_path, capsys):
+    """Spreading a sweep over a job array: every listed cell run by index covers the grid exactly once."""
+    from delving.cli import main
+    from delving.sweep import list_cells
+
+    sweep_file = tmp_path / "tiny.yaml"
+    sweep_file.write_text(
+        "name: tiny\nparameters:\n  model.depth: {value: 9}\n  model.kwargs.widths: {value: [4, 4, 4]}\n"
+        "  model.kwargs.fc_width: {value: 8}\n  trainer.max_epochs: {value: 1}\n"
+        "  trainer.limit_train_batches: {value: 2}\n  trainer.limit_val_batches: {value: 1}\n"
+        "  tracking.wandb: {value: disabled}\n  trainer.enable_progress_bar: {value: false}\n"
+        "  model.activation: {values: [relu, prelu]}\n  seed: {values: [0, 1]}\n")
+    out = tmp_path / "runs"
+    assert main(["sweep", str(sweep_file), "--out", str(out), "--list"]) == 0
+    listed = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [int(k) for k, _, _ in listed] == [0, 1, 2, 3] and {s for _, s, _ in listed} == {"todo"}
+    for k, _, _ in listed:
+        assert main(["sweep", str(sweep_file), "--out", str(out), "--cell", k]) == 0
+    capsys.readouterr()
+    finished = sorted(p.parent.name for p in (out / "tiny").glob("*/result.json"))
+    assert finished == sorted(name for _, _, name in listed)  # each cell once, nothing else
+    assert all(done for _, _, done in list_cells(load_sweep(sweep_file), out))
+    stamp = (out / "tiny" / listed[2][2] / "result.json").stat().st_mtime_ns
+    assert main(["sweep", str(sweep_file), "--out", str(out), "--cell", "2"]) == 0
+    assert "already finished, skipped" in capsys.readouterr().out
+    assert (out / "tiny" / listed[2][2] / "result.json").stat().st_mtime_ns == stamp
+    assert main(["sweep", str(sweep_file), "--out", str(out), "--cell", "4"]) == 2
+    assert "--cell 4 is out of range: sweep tiny has cells 0 to 3" in capsys.readouterr().err
