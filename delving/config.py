@@ -44,7 +44,8 @@ class InitConfig:
 class DataConfig:
     name: str = "digits"            # digits (embedded default) | ffcv (root/{train,val}.beton) | folder | random
     image_size: int = 16            # digits: upscale 8x8 to this; folder: crop size; random: smallest batch size
-    batch_size: int = 64            # per process
+    batch_size: int = 64            # per process, or the total over all processes (see batch_size_is)
+    batch_size_is: str = "per_process"  # per_process | total (the paper's 128 is a total over its 4-8 GPUs)
     val_fraction: float = 0.2       # digits: fixed, stratified train/val split
     split_seed: int = 0             # digits: the split does not move with the run's seed
     num_workers: int = 0
@@ -120,6 +121,18 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 SCHEDULES = ("plateau", "step", "none")
 DATASETS = ("digits", "ffcv", "folder", "random")
 ORDERS = ("random", "quasi_random", "sequential")
+BATCH_SCOPES = ("per_process", "total")
+
+
+def per_process_batch(data: "DataConfig", world_size: int) -> int:
+    """The batch each process loads: ``data.batch_size``, or with ``batch_size_is=total`` its share of the total,
+    which must divide by the number of processes (GPUs × nodes)."""
+    if data.batch_size_is == "per_process":
+        return data.batch_size
+    if data.batch_size % world_size:
+        raise DelvingError(f"data.batch_size={data.batch_size} is a total (data.batch_size_is=total) that does not "
+                           f"divide by the {world_size} processes; use a multiple of {world_size}")
+    return data.batch_size // world_size
 AUGMENTATIONS = ("scale_jitter", "single_scale", "inception", "none")
 
 
@@ -182,6 +195,9 @@ def validate(cfg: RunConfig) -> None:
     _one_of("data.name", cfg.data.name, DATASETS)
     _one_of("data.augmentation", cfg.data.augmentation, AUGMENTATIONS)
     _one_of("data.order", cfg.data.order, ORDERS)
+    _one_of("data.batch_size_is", cfg.data.batch_size_is, BATCH_SCOPES)
+    if isinstance(cfg.trainer.devices, int) and cfg.trainer.devices > 0:  # "auto" is only known once launched
+        per_process_batch(cfg.data, cfg.trainer.devices * cfg.trainer.num_nodes)
     if cfg.data.name == "folder" and not cfg.data.root:
         raise DelvingError("data.name=folder needs data.root (a folder with train/ and val/ class folders)")
     if cfg.data.name == "ffcv" and not cfg.data.root:

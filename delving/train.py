@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import OmegaConf
 
-from delving.config import LSUV, RunConfig, to_dict
+from delving.config import LSUV, RunConfig, per_process_batch, to_dict
 from delving.data import datamodule_class
 from delving.errors import DelvingError
 from delving.lsuv import lsuv
@@ -101,6 +101,7 @@ def fit(cfg: RunConfig, *, progress: bool = True, callbacks=()) -> dict:
     system = DelvingSystem(model, cfg.optim, datamodule.num_classes, config=to_dict(cfg))
     loggers = make_loggers(cfg, directory, prov)
     trainer = build_trainer(cfg, directory, loggers, progress, callbacks)
+    datamodule.batch_size = per_process_batch(cfg.data, trainer.world_size)
     last = _resume_point(directory / "checkpoints" / "last.ckpt")
     started = time.perf_counter()
     with warnings.catch_warnings():

@@ -53,3 +53,17 @@ def test_cli_override_syntax():
         overrides(["--model.depth"])
     with pytest.raises(DelvingError, match="unexpected argument 'depth'"):
         overrides(["depth"])
+
+
+def test_batch_size_per_process_or_total():
+    from delving.config import DataConfig, per_process_batch
+
+    assert per_process_batch(DataConfig(batch_size=128, batch_size_is="total"), 8) == 16
+    assert per_process_batch(DataConfig(batch_size=128), 8) == 128  # per process by default
+    with pytest.raises(DelvingError, match=r"data.batch_size=128 is a total .* does not divide by the 3 processes"):
+        per_process_batch(DataConfig(batch_size=128, batch_size_is="total"), 3)
+    with pytest.raises(DelvingError, match="does not divide by the 6 processes"):  # 3 GPUs x 2 nodes, at load
+        load_config(None, ["data.batch_size=128", "data.batch_size_is=total", "trainer.devices=3",
+                           "trainer.num_nodes=2"])
+    with pytest.raises(DelvingError, match="unknown data.batch_size_is 'global'; valid: 'per_process', 'total'"):
+        load_config(None, ["data.batch_size_is=global"])

@@ -26,6 +26,7 @@ def test_every_model_has_relu_and_prelu_recipes():
 def test_recipe_is_the_papers(path):
     cfg = load_config(path, ["data.root=/imagenet"])
     assert (cfg.data.batch_size, cfg.optim.momentum, cfg.optim.weight_decay) == (128, 0.9, 5e-4)
+    assert cfg.data.batch_size_is == "total"  # the paper's 128 is over all its GPUs
     assert (cfg.optim.lr, cfg.optim.schedule, cfg.optim.factor, cfg.optim.min_lr) == (0.01, "plateau", 0.1, 1e-4)
     assert cfg.init.scheme == "paper" and cfg.model.drop_rate == 0.5
     assert cfg.model.activation in path.stem and cfg.model.name == f"delving_{path.stem.split('_r')[0].split('_p')[0]}"
