@@ -127,13 +127,9 @@ def _dispatch(args, extra: list[str]) -> int:
 
 
 def _write_ffcv(args) -> int:
-    from delving.data import FFCV_MISSING
+    from delving.data import load_ffcv
 
-    try:
-        from delving.data.ffcv import write_beton
-    except ImportError as err:
-        raise DelvingError(f"{FFCV_MISSING} ({err})") from None
-    report = write_beton(Path(args.root) / args.split, args.out, max_resolution=args.max_resolution,
+    report = load_ffcv().write_beton(Path(args.root) / args.split, args.out, max_resolution=args.max_resolution,
                          jpeg_quality=args.jpeg_quality, compress_probability=args.compress_probability,
                          write_mode=args.write_mode, workers=args.workers, skip_bad=args.skip_bad,
                          overwrite=args.overwrite)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from delving.errors import DelvingError
+from delving.signal_report import conv_ratio
 
 STALL_ERROR = 0.80     # "stays at chance": final val error >= 80% (chance is 90% on 10 classes)
 TRAINED_ERROR = 0.10   # "trains": final val error <= 10%
@@ -52,9 +53,7 @@ def signal_ratios(run: Path) -> dict[str, float]:
     path = run / "variance.csv"
     if not path.is_file():
         return {}
-    data = pd.read_csv(path)
-    convs = data[data.layer.str.startswith("conv")]
-    return {stage: float(c.forward_std.iloc[-1] / c.forward_std.iloc[0]) for stage, c in convs.groupby("stage")}
+    return {stage: float(conv_ratio(profile)[0]) for stage, profile in pd.read_csv(path).groupby("stage")}
 
 
 def _geomean(values) -> float:

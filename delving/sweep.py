@@ -27,6 +27,7 @@ import yaml
 from tqdm import tqdm
 
 from delving.config import RunConfig, load_config
+from delving.cpus import available_cpus
 from delving.errors import DelvingError
 
 CONFIG_KEY = "config"
@@ -155,13 +156,7 @@ def list_cells(sweep: Sweep, out_root: str | Path = "runs") -> list[tuple[int, s
     """(index, cell folder name, done) for every grid point, in the file's order: the numbering ``--cell K`` and
     a SLURM job array (``--array=0-<N-1>``) use, so a grid can be spread over machines without a W&B server."""
     folder = Path(out_root) / sweep.name
-    return [(k, run_dir_name(cfg), is_done(cfg)) for k, cfg in enumerate(configs(sweep, folder))]
-
-
-def run_dir_name(cfg: RunConfig) -> str:
-    from delving.train import run_dir
-
-    return run_dir(cfg).name
+    return [(k, cfg.name, is_done(cfg)) for k, cfg in enumerate(configs(sweep, folder))]  # name: cell_name
 
 
 def run_cell(sweep: Sweep, index: int, out_root: str | Path = "runs") -> dict | None:
@@ -186,7 +181,7 @@ def run_local(sweep: Sweep, out_root: str | Path = "runs", jobs: int | None = No
     todo = [cfg for cfg in configs(sweep, folder) if not is_done(cfg)]
     total = len(sweep.cells())
     print(f"sweep {sweep.name}: {total} cells, {total - len(todo)} already done, {len(todo)} to run -> {folder}")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = available_cpus()
     jobs = max(1, min(jobs or cpus, len(todo) or 1))
     threads = max(1, cpus // jobs)
     failed = 0

@@ -136,14 +136,10 @@ class SlopeLogger(L.Callback):
                                "epoch": epoch})
 
     def _append_csv(self, epoch: int, profile) -> None:
-        new = not self.path.exists()
-        with self.path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["epoch", "depth", "layer", "channel", "slope"])
-            for depth, record in enumerate(profile, start=1):
-                for channel, value in enumerate(record.values.tolist()):
-                    writer.writerow([epoch, depth, record.layer, channel, f"{value:.6g}"])
+        append_rows(self.path, ["epoch", "depth", "layer", "channel", "slope"],
+                    ([epoch, depth, record.layer, channel, f"{value:.6g}"]
+                     for depth, record in enumerate(profile, start=1)
+                     for channel, value in enumerate(record.values.tolist())))
 
     def on_train_end(self, trainer, pl_module) -> None:
         profile = slope_profile(pl_module.model)
@@ -160,6 +156,16 @@ class SlopeLogger(L.Callback):
                                 data=[[i, r.layer, r.mean, r.std] for i, r in enumerate(profile, start=1)])
             wb.experiment.log({"prelu/slope_by_layer": wandb.plot.line(
                 table, "depth", "slope_mean", title="Learned PReLU slope by layer")})
+
+
+def append_rows(path: Path, header: list[str], rows) -> None:
+    """Append ``rows`` to a CSV file, writing ``header`` first when the file is new."""
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(header)
+        writer.writerows(rows)
 
 
 def _histogram(wandb, values: torch.Tensor):
@@ -182,8 +188,6 @@ class VarianceLogger(L.Callback):
     as a table and a line plot of forward std against depth per stage.
     """
 
-    STAGES = {"init": None, "epoch1": 0}  # stage -> the epoch at whose end it is measured (None: before training)
-
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / "variance.csv"
 
@@ -192,7 +196,7 @@ class VarianceLogger(L.Callback):
             self._measure(trainer, pl_module, "init")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.STAGES["epoch1"]:
+        if trainer.current_epoch == 0:
             self._measure(trainer, pl_module, "epoch1")
 
     def _stages(self) -> set[str]:
@@ -209,13 +213,8 @@ class VarianceLogger(L.Callback):
             x = next(iter(trainer.datamodule.val_dataloader()))[0].to(device)
             x = trainer.datamodule.on_after_batch_transfer((x, None), 0)[0]  # FFCV on GPU: normalized here
             profile = variance_profile(pl_module.model, x)
-        new = not self.path.exists()
-        with self.path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["stage", "index", "layer", "forward_std", "backward_std"])
-            writer.writerows([stage, s.index, s.layer, f"{s.forward_std:.6g}", f"{s.backward_std:.6g}"]
-                             for s in profile)
+        append_rows(self.path, ["stage", "index", "layer", "forward_std", "backward_std"],
+                    ([stage, s.index, s.layer, f"{s.forward_std:.6g}", f"{s.backward_std:.6g}"] for s in profile))
         wb = wandb_logger(trainer)
         if wb is not None:
             import wandb

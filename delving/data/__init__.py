@@ -10,15 +10,18 @@ FFCV_MISSING = ("data.name=ffcv needs FFCV: `make system-deps` then `pip install
                 "or use data.name=folder (the torchvision fallback, same augmentations)")
 
 
-def datamodule_class(name: str) -> type:
-    """The DataModule for ``data.name``; FFCV (and numba) is imported only when asked for."""
-    if name != "ffcv":
-        return DATAMODULES[name]
+def load_ffcv():
+    """``delving.data.ffcv``, imported on first use (FFCV and numba cost seconds), or a one-line error."""
     try:
-        from delving.data.ffcv import FFCVDataModule
+        from delving.data import ffcv
     except ImportError as err:
         raise DelvingError(f"{FFCV_MISSING} ({err})") from None
-    return FFCVDataModule
+    return ffcv
 
 
-__all__ = ["DATAMODULES", "DigitsDataModule", "FolderDataModule", "RandomDataModule", "datamodule_class"]
+def datamodule_class(name: str) -> type:
+    """The DataModule for ``data.name``."""
+    return load_ffcv().FFCVDataModule if name == "ffcv" else DATAMODULES[name]
+
+
+__all__ = ["DATAMODULES", "DigitsDataModule", "FolderDataModule", "RandomDataModule", "datamodule_class", "load_ffcv"]

@@ -46,6 +46,7 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from tqdm import tqdm
 
+from delving.cpus import available_cpus  # FFCV's default worker count ignores affinity and containers
 from delving.data.folder import IMAGENET_MEAN, IMAGENET_STD, class_names
 from delving.errors import DelvingError, choices
 
@@ -167,11 +168,6 @@ def _write_atomically(out: Path, fields: dict, samples, workers: int) -> dict[st
         shutil.rmtree(failures, ignore_errors=True)
 
 
-def available_cpus() -> int:
-    """CPUs this process may use (FFCV's default counts all the machine's and ignores affinity)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 # --------------------------------------------------------------------------------------------- reading
 
 
@@ -227,7 +223,7 @@ class ScaleJitterRGBImageDecoder(ResizedCropRGBImageDecoder):
         jpg = IMAGE_MODES["jpg"]
         mem_read, my_range = self.memory_read, Compiler.get_iterator()
         imdecode_c, resize_crop_c = Compiler.compile(imdecode), Compiler.compile(resize_crop)
-        crop_c, mirror_c = Compiler.compile(_scale_jitter_crop), Compiler.compile(_mirror)
+        crop_c, mirror_c = Compiler.compile(self.get_crop_generator), Compiler.compile(_mirror)
         shorter, crop, mirror = np.array(self.scale), self.ratio, self.mirror
 
         def decode(batch_indices, my_storage, metadata, storage_state):
