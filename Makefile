@@ -7,7 +7,7 @@ APT_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test test-fast sweep-init-depth sweep-init-depth-deep bench-sweep bench-sweep-deep bench-data clean
+.PHONY: help venv system-deps test test-fast sweep-init-depth sweep-init-depth-deep report bench bench-sweep bench-sweep-deep bench-data bench-scaling clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -43,6 +43,13 @@ sweep-init-depth: $(STAMP) ## The paper's init x depth study on the digits defau
 sweep-init-depth-deep: $(STAMP) ## Deeper than 30: depth 30/50/100 x 3 inits x 4 activations x 2 seeds (72 runs), then its summary
 	$(BIN)/delving sweep sweeps/init_depth_deep.yaml
 
+report: $(STAMP) ## Reproduction report of runs/init_depth beside the paper's numbers (report.md + PNGs in runs/init_depth/report)
+	$(BIN)/delving report runs/init_depth
+
+bench: $(STAMP) ## Training img/s vs the mm peak (ReLU vs PReLU, speed options) + the sweep's cost -> benchmarks/results/
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/sweep_cost.py
+
 bench-sweep: $(STAMP) ## Time the default init x depth sweep from a clean output folder
 	$(BIN)/python benchmarks/sweep_time.py
 
@@ -51,6 +58,9 @@ bench-sweep-deep: $(STAMP) ## Time the deep sweep (72 runs) from a clean output 
 
 bench-data: $(STAMP) ## Images/s of the FFCV module, the torchvision fallback, the standard recipe and the decode ceiling
 	$(BIN)/python benchmarks/data_throughput.py
+
+bench-scaling: $(STAMP) ## Training images/s on 1 and 2 processes (gloo on CPU, NCCL on GPUs) as scaling efficiency vs the paper's
+	$(BIN)/python benchmarks/scaling.py
 
 clean: ## Remove run outputs (keeps .venv)
 	rm -rf runs wandb lightning_logs

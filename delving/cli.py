@@ -1,5 +1,7 @@
 """The ``delving`` command: ``fit`` one config, ``sweep`` a W&B sweep file, ``summarize`` a sweep folder,
-``info`` on models' sizes, ``write-ffcv`` class folders to a ``.beton``, ``photos`` (the real-photo demo set).
+``info`` on models' sizes, ``write-ffcv`` class folders to a ``.beton``, ``photos`` (the real-photo demo set),
+``evaluate`` a checkpoint with the paper's test protocols, ``report`` (a Markdown reproduction report of a run
+set beside the paper's numbers), ``dashboard`` (the same views as a W&B report).
 
 Bad input (a config key, a name, a path, a sweep file) prints one line ``delving: error: ...`` and exits 2.
 """
@@ -36,12 +38,47 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--activation", default="relu", help="activation name (default relu)")
     info.add_argument("--num-classes", type=int, default=1000)
     _write_ffcv_parser(sub)
+    _evaluate_parser(sub)
+    _dashboard_parser(sub)
+    _report_parser(sub)
     photos = sub.add_parser("photos", help="make the real-photo demo set (ImageNet folder layout, JPEG)")
     photos.add_argument("--out", required=True, help="folder to fill with train/<class>/ and val/<class>/")
     photos.add_argument("--train-per-class", type=int, default=100)
     photos.add_argument("--val-per-class", type=int, default=20)
     photos.add_argument("--size", type=int, default=500, help="longer side of each image (default 500)")
     return parser
+
+
+def _evaluate_parser(sub) -> None:
+    evaluate = sub.add_parser("evaluate", help="a checkpoint's top-1/top-5 error with the paper's test protocols",
+                              description="center: the run's validation crop; 10view: 4 corners + centre and "
+                                          "their mirrors; dense: every window of the conv map (Sec. 3).")
+    evaluate.add_argument("--ckpt", required=True, help="a run's checkpoint, e.g. runs/NAME/checkpoints/last.ckpt")
+    evaluate.add_argument("--protocol", required=True, help="center | 10view | dense")
+    evaluate.add_argument("--scales", nargs="+", default=None,
+                          help="shorter sides in pixels, several = multi-scale (default: crop x 256/224 for 10view, "
+                               "crop x {256,384,480}/224 for dense)")
+    evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    evaluate.add_argument("--out", default=None, help="JSON file to write (default RUN/eval/PROTOCOL[-SCALES].json)")
+    evaluate.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    evaluate.add_argument("--no-wandb", action="store_true", help="do not log the result to W&B")
+
+
+def _dashboard_parser(sub) -> None:
+    dash = sub.add_parser("dashboard", help="a W&B report of a project: ReLU vs PReLU, slopes, init x depth",
+                          description="Built with wandb-workspaces. Offline (no `wandb login`) or with --dry-run it "
+                                      "builds, validates and writes the layout as JSON; logged in, it publishes.")
+    dash.add_argument("--project", required=True, help="W&B project, e.g. delving-init-depth")
+    dash.add_argument("--entity", default=None, help="W&B entity (default: your default entity)")
+    dash.add_argument("--depth", type=int, default=30, help="net depth whose PReLU layers get slope panels (default 30)")
+    dash.add_argument("--out", default=None, help="layout JSON to write (default runs/dashboard-PROJECT.json)")
+    dash.add_argument("--dry-run", action="store_true", help="build and validate only, even when logged in")
+
+
+def _report_parser(sub) -> None:
+    report = sub.add_parser("report", help="a Markdown reproduction report of a run set beside the paper's numbers")
+    report.add_argument("folder", help="sweep folder, run folder or wandb:ENTITY/PROJECT, e.g. runs/init_depth")
+    report.add_argument("--out", default=None, help="folder for report.md and its PNGs (default FOLDER/report)")
 
 
 def _write_ffcv_parser(sub) -> None:
@@ -117,6 +154,24 @@ def _dispatch(args, extra: list[str]) -> int:
 
         root = make_photos(args.out, args.train_per_class, args.val_per_class, args.size)
         print(f"photos: {root}/train and {root}/val (one class per photograph)")
+        return 0
+    if args.command == "evaluate":
+        from delving.evaluate import evaluate, summary_line
+
+        print(summary_line(evaluate(args.ckpt, args.protocol, args.scales, device=args.device, out=args.out,
+                                    tracking="disabled" if args.no_wandb else None, batch_size=args.batch_size)))
+        return 0
+    if args.command == "dashboard":
+        from delving.dashboard import dashboard
+
+        print(dashboard(args.project, args.entity, args.depth, args.out, args.dry_run))
+        return 0
+    if args.command == "report":
+        from delving.report import figures as report_figures
+        from delving.report import write_report
+
+        path = write_report(args.folder, args.out)
+        print(f"report: {path} (figures: {', '.join(report_figures(path))})")
         return 0
     if args.command == "summarize":
         from delving.summary import summarize

@@ -88,6 +88,11 @@ class TrainerConfig:
     limit_val_batches: Optional[float] = None
     fast_dev_run: bool = False
     deterministic: bool = False
+    checkpoint_every_n_steps: Optional[int] = None  # also write last.ckpt every n steps (mid-epoch resume)
+    # Speed switches (delving/speed.py; measured in README "Speed"): off, as none was faster on the 2-core CPU.
+    channels_last: bool = False     # NHWC conv weights and activations
+    inplace_activations: bool = False  # ReLU-family activations overwrite their input (needs log_variance=false)
+    compile: bool = False           # torch.compile the model (inductor; needs a C++ compiler on CPU)
 
 
 @dataclass
@@ -198,6 +203,9 @@ def validate(cfg: RunConfig) -> None:
     _one_of("data.batch_size_is", cfg.data.batch_size_is, BATCH_SCOPES)
     if isinstance(cfg.trainer.devices, int) and cfg.trainer.devices > 0:  # "auto" is only known once launched
         per_process_batch(cfg.data, cfg.trainer.devices * cfg.trainer.num_nodes)
+    if cfg.trainer.inplace_activations and cfg.tracking.log_variance:  # it reads responses an in-place ReLU overwrote
+        raise DelvingError("trainer.inplace_activations=true needs tracking.log_variance=false (the variance profile "
+                           "reads each layer's response after the in-place activation has overwritten it)")
     if cfg.data.name == "folder" and not cfg.data.root:
         raise DelvingError("data.name=folder needs data.root (a folder with train/ and val/ class folders)")
     if cfg.data.name == "ffcv" and not cfg.data.root:
@@ -205,8 +213,9 @@ def validate(cfg: RunConfig) -> None:
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise DelvingError(f"data.val_fraction={cfg.data.val_fraction} must be between 0 and 1")
     for key, value in (("optim.lr", cfg.optim.lr), ("data.batch_size", cfg.data.batch_size),
-                       ("trainer.max_epochs", cfg.trainer.max_epochs)):
-        if value <= 0:
+                       ("trainer.max_epochs", cfg.trainer.max_epochs),
+                       ("trainer.checkpoint_every_n_steps", cfg.trainer.checkpoint_every_n_steps)):
+        if value is not None and value <= 0:
             raise DelvingError(f"{key}={value} must be positive")
 
 

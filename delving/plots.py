@@ -24,7 +24,12 @@ def plot_slope_profile(profile, path: Path) -> Path:
     ax.set_ylabel("learned slope a")
     ax.set_title("PReLU slopes by layer")
     ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path, dpi: int = 120) -> Path:
+    """Lay out, write as PNG and close (figures are made in loops: an open figure per run would pile up)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return Path(path)

@@ -66,7 +66,7 @@ def plot(data: pd.DataFrame, path: Path) -> Path | None:
     """Forward and backward std by layer, log scale, with the Xavier prediction as a dotted line."""
     if data.empty:
         return None
-    from delving.plots import plt
+    from delving.plots import plt, save_figure
 
     colors = {"he": "tab:red", "xavier": "tab:blue", "glorot": "tab:green"}
     fig, (fwd, bwd) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -84,7 +84,4 @@ def plot(data: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlabel("weight layer l")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

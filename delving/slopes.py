@@ -11,6 +11,11 @@ the final epoch:
 
 A "condition" is any config key that differs between runs (e.g. ``optim.weight_decay`` for the controlled
 experiment of ``sweeps/slopes_weight_decay.yaml``).
+
+Runs are read through ``delving.runs.load_runs`` (run folders or a W&B project). Also here: ``TABLE1_SLOPES``
+(the paper's values by relative depth), ``checkpoint_slopes`` (the slopes stored in a ``last.ckpt``), and the
+figures of ``notebooks/slopes_by_layer.ipynb``: final slope by relative depth beside Table 1, and a layer × epoch
+heat map.
 """
 
 from __future__ import annotations
@@ -19,24 +24,57 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+import torch
 
+from delving import paper_values
 from delving.errors import DelvingError
+from delving.runs import load_runs
+
+# Table 1's learned slopes (delving.paper_values, the one place the paper's numbers live) as a frame, in network
+# order, with ``relative_depth`` (0 = first, 1 = last PReLU) to line them up with a net of another depth or other
+# layer names.
+TABLE1_SLOPES = pd.DataFrame([(layer, shared, wise) for layer, (shared, wise) in paper_values.TABLE1_SLOPES.items()],
+                             columns=["layer", "channel_shared", "channel_wise"])
+TABLE1_SLOPES["relative_depth"] = np.linspace(0.0, 1.0, len(TABLE1_SLOPES))
 
 
-def load_slopes(folder: str | Path, condition: str) -> pd.DataFrame:
-    """Final-epoch channel slopes of every run under ``folder`` with its seed and ``condition`` value."""
-    frames = []
-    for path in sorted(Path(folder).glob("*/slopes.csv")):
-        cfg = OmegaConf.load(path.parent / "config.yaml")
-        slopes = pd.read_csv(path)
-        final = slopes[slopes.epoch == slopes.epoch.max()].copy()
-        final["run"], final["seed"] = path.parent.name, int(cfg.seed)
-        final["condition"] = OmegaConf.select(cfg, condition)
-        frames.append(final)
-    if not frames:
-        raise DelvingError(f"no PReLU runs (*/slopes.csv) under {folder}")
-    return pd.concat(frames, ignore_index=True)
+def load_slopes(source, condition: str) -> pd.DataFrame:
+    """Final-epoch channel slopes of every run of ``source`` (anything :func:`delving.runs.load_runs` reads) with
+    its seed and ``condition`` value."""
+    try:
+        runs = load_runs(source)
+    except DelvingError:
+        runs = None
+    if runs is None or runs.slopes.empty:
+        raise DelvingError(f"no PReLU runs (*/slopes.csv) under {source}")
+    final = final_epoch(runs.slopes).copy()
+    final["seed"] = final.run.map(runs.table.set_index("run").seed).astype(int)
+    final["condition"] = final.run.map(lambda run: runs.config(run, condition))
+    return final.reset_index(drop=True)
+
+
+def final_epoch(slopes: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each run's last logged epoch."""
+    return slopes[slopes.epoch == slopes.groupby("run").epoch.transform("max")]
+
+
+def checkpoint_slopes(path: str | Path) -> pd.DataFrame:
+    """The PReLU slopes stored in a Lightning checkpoint (e.g. ``checkpoints/last.ckpt``), in ``slopes.csv``'s
+    columns: epoch (the checkpoint's), depth, layer, channel, slope, in network order.
+
+    Read from the state dict (every delving model names its activation module ``act``; a PReLU's is the only one
+    with a weight) rather than by rebuilding the model, whose input channels and classes come from the data."""
+    from delving.analysis import layer_label
+
+    path = Path(path)
+    if not path.is_file():
+        raise DelvingError(f"checkpoint not found: {path}")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state, epoch = checkpoint["state_dict"], checkpoint.get("epoch")
+    prelus = [key for key in state if key.endswith(".act.weight")]
+    rows = [(epoch, depth, layer_label(key.removeprefix("model.").removesuffix(".weight")), channel, float(value))
+            for depth, key in enumerate(prelus, start=1) for channel, value in enumerate(state[key].flatten().tolist())]
+    return pd.DataFrame(rows, columns=["epoch", "depth", "layer", "channel", "slope"])
 
 
 def layer_means(slopes: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +112,7 @@ def trend_summary(trend: pd.DataFrame) -> pd.DataFrame:
 
 def plot_profile(profile: pd.DataFrame, path: Path, condition_name: str) -> Path:
     """Channel-mean slope by layer, one line per condition, error bars = std over seeds."""
-    from delving.plots import plt
+    from delving.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(8, 3.8))
     for condition, rows in profile.groupby("condition"):
@@ -86,15 +124,12 @@ def plot_profile(profile: pd.DataFrame, path: Path, condition_name: str) -> Path
     ax.axhline(0.25, color="grey", lw=0.7, ls=":")  # the initial slope
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_channels(slopes: pd.DataFrame, path: Path) -> Path:
     """The channel-wise slope distribution of each layer, pooled over seeds (one box per layer)."""
-    from delving.plots import plt
+    from delving.plots import plt, save_figure
 
     layers = slopes.drop_duplicates("depth").sort_values("depth")
     data = [slopes[slopes.depth == d].slope.to_numpy() for d in layers.depth]
@@ -103,7 +138,61 @@ def plot_channels(slopes: pd.DataFrame, path: Path) -> Path:
     ax.set_xticks(range(1, len(layers) + 1), layers.layer, rotation=60, fontsize=7)
     ax.set_ylabel("channel slopes (all seeds)")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
+
+
+def relative_depth(depth: pd.Series) -> pd.Series:
+    """Each PReLU layer's position in its net, 0 (first) to 1 (last): how :data:`TABLE1_SLOPES` lines up with a
+    net whose layers are named or counted differently."""
+    return (depth - 1) / max(int(depth.max()) - 1, 1)
+
+
+def by_layer(slopes: pd.DataFrame) -> pd.DataFrame:
+    """Per run and layer at the run's final epoch: channel mean, channel std (0 for one shared slope), position."""
+    out = (final_epoch(slopes).groupby(["run", "depth", "layer"], sort=False).slope
+           .agg(mean="mean", channel_std="std").reset_index().fillna({"channel_std": 0.0}))
+    out["relative_depth"] = out.groupby("run").depth.transform(relative_depth)
+    return out.sort_values(["run", "depth"]).reset_index(drop=True)
+
+
+def layer_by_epoch(slopes: pd.DataFrame) -> pd.DataFrame:
+    """Channel-mean slope with layers as rows (network order) and epochs as columns: one run's heat map."""
+    means = slopes.groupby(["depth", "layer", "epoch"]).slope.mean().reset_index()
+    return means.pivot(index=["depth", "layer"], columns="epoch", values="slope").droplevel("depth")
+
+
+def plot_vs_table1(layers: pd.DataFrame, path: Path, by: str = "run") -> Path:
+    """Final slope by relative depth, one line per value of ``by`` (channel mean, band = ±1 std over channels;
+    ``by_layer``'s columns), beside Table 1's channel-wise (dashed) and channel-shared (dotted) values."""
+    from delving.plots import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for column, style in (("channel_wise", "k--"), ("channel_shared", "k:")):
+        ax.plot(TABLE1_SLOPES.relative_depth, TABLE1_SLOPES[column], style, marker="x", ms=4,
+                label=f"Table 1, {column.replace('_', '-')} (ImageNet)")
+    for label, rows in layers.groupby(by, sort=False):
+        line, = ax.plot(rows.relative_depth, rows["mean"], marker="o", ms=3, label=f"{label} (ours)")
+        ax.fill_between(rows.relative_depth, rows["mean"] - rows.channel_std, rows["mean"] + rows.channel_std,
+                        color=line.get_color(), alpha=0.2)
+    ax.axhline(paper_values.INITIAL_SLOPE, color="grey", lw=0.7, ls=":")
+    ax.set_xlabel("relative depth of the PReLU layer (0 = conv1, 1 = fc2)")
+    ax.set_ylabel("learned slope a")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_heatmap(matrices: dict[str, pd.DataFrame], path: Path) -> Path:
+    """One layer x epoch heat map of the channel-mean slope per run (``layer_by_epoch``), on a shared colour scale."""
+    from delving.plots import plt, save_figure
+
+    low = min(float(m.min().min()) for m in matrices.values())
+    high = max(float(m.max().max()) for m in matrices.values())
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.5 * len(matrices), 4), squeeze=False)
+    for ax, (title, matrix) in zip(axes[0], matrices.items()):
+        image = ax.imshow(matrix.to_numpy(), aspect="auto", cmap="viridis", vmin=low, vmax=high)
+        ax.set_yticks(range(len(matrix)), matrix.index, fontsize=7)
+        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(image, ax=ax, label="slope (channel mean)")
+    return save_figure(fig, path)

@@ -113,7 +113,7 @@ def _pm(mean: float, std: float) -> str:
 def plot(results: pd.DataFrame, path: Path) -> Path:
     """Error against epoch: one row per activation, one column per depth; colour = init (He red, Xavier blue,
     as in the paper's figures), solid = validation, dashed = training; line = mean over seeds, band = min-max."""
-    from delving.plots import plt
+    from delving.plots import plt, save_figure
 
     depths, acts = sorted(results.depth.unique()), sorted(results.activation.unique())
     fig, axes = plt.subplots(len(acts), len(depths), figsize=(4.2 * len(depths), 3.2 * len(acts)), sharey=True,
@@ -137,10 +137,7 @@ def plot(results: pd.DataFrame, path: Path) -> Path:
         ax.set_xlabel("epoch")
     axes[0][-1].legend(fontsize=7, title="solid val, dashed train", title_fontsize=7)
     fig.suptitle("Init x depth (He et al. 2015, Fig. 2/3) on digits; band = min-max over seeds", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def summarize(folder: str | Path) -> str:

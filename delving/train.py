@@ -1,7 +1,8 @@
 """Run one config: build data, model (timm registry + init) and system, train with Lightning, record the result.
 
 A run lives in ``<out_dir>/<name>/``: ``config.yaml`` and ``provenance.json`` (what produced it),
-``checkpoints/last.ckpt`` (resume point, written every epoch), ``csv/metrics.csv``, ``wandb/`` (offline runs),
+``checkpoints/last.ckpt`` (resume point, written every epoch and, with
+``trainer.checkpoint_every_n_steps``, every n steps), ``csv/metrics.csv``, ``wandb/`` (offline runs),
 ``slopes.csv`` and, when it ends, ``result.json`` (status finished | diverged, final and best val error, history).
 Running the same config again resumes from ``last.ckpt``; a run whose ``result.json`` exists is not trained again
 by the sweep runner.
@@ -23,6 +24,7 @@ from delving.data import datamodule_class
 from delving.errors import DelvingError
 from delving.lsuv import lsuv
 from delving.models import create_initialized
+from delving.speed import SpeedOptions, StepTimer, apply_speed_options
 from delving.system import DelvingSystem
 from delving.tracking import History, SlopeLogger, VarianceLogger, finish_wandb, make_loggers, provenance, write_json
 
@@ -62,13 +64,29 @@ def build_model(cfg: RunConfig, datamodule: L.LightningDataModule) -> torch.nn.M
     return model
 
 
+def checkpoint_callbacks(folder: Path, every_n_steps: int | None) -> list[ModelCheckpoint]:
+    """The best epoch by ``val/err1`` (``epochNNN.ckpt``) and the resume point ``last.ckpt``, written at every
+    epoch's end and, with ``every_n_steps``, every n optimizer steps too (mid-epoch resume points: see
+    :func:`_resume_point`).
+
+    ``last.ckpt`` is written by callbacks of its own because Lightning 2.6's ``save_last=True`` writes it only when
+    a top-k checkpoint is written, i.e. when ``val/err1`` improves: a resumed run would go back to its best epoch.
+    ``monitor=None, save_top_k=1`` keeps only the newest file; no version counter, so all writers share one name."""
+    best = ModelCheckpoint(dirpath=folder, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+                           save_top_k=1, monitor="val/err1", mode="min")
+    latest = [ModelCheckpoint(dirpath=folder, filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, every_n_epochs=1,
+                              enable_version_counter=False)]
+    if every_n_steps:
+        latest.append(ModelCheckpoint(dirpath=folder, filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
+                                      every_n_train_steps=every_n_steps, enable_version_counter=False))
+    return [best, *latest]
+
+
 def build_trainer(cfg: RunConfig, directory: Path, loggers, progress: bool, extra_callbacks=()) -> L.Trainer:
     t = cfg.trainer
-    callbacks = [LearningRateMonitor(logging_interval="epoch"), History(), *extra_callbacks]
+    callbacks = [LearningRateMonitor(logging_interval="epoch"), History(), StepTimer(), *extra_callbacks]
     if not t.fast_dev_run:  # a dry run must not write a multi-GB checkpoint of model C (Lightning still saves `last`)
-        callbacks.insert(0, ModelCheckpoint(
-            dirpath=directory / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-            save_last=True, save_top_k=1, monitor="val/err1", mode="min"))
+        callbacks[:0] = checkpoint_callbacks(directory / "checkpoints", t.checkpoint_every_n_steps)
     if cfg.tracking.log_slopes:
         callbacks.append(SlopeLogger(directory))
     if cfg.tracking.log_variance and not t.fast_dev_run:
@@ -87,11 +105,13 @@ def build_trainer(cfg: RunConfig, directory: Path, loggers, progress: bool, extr
 def fit(cfg: RunConfig, *, progress: bool = True, callbacks=()) -> dict:
     """Train one run (resuming from its last checkpoint if there is one) and return its result record.
     ``callbacks``: Lightning callbacks added to the run's own (checkpoints, LR monitor, history, slopes)."""
+    entered = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)  # bad model settings fail before any I/O
+    apply_speed_options(model, SpeedOptions.from_trainer(cfg.trainer))
 
     directory = run_dir(cfg)
     directory.mkdir(parents=True, exist_ok=True)
@@ -109,13 +129,23 @@ def fit(cfg: RunConfig, *, progress: bool = True, callbacks=()) -> dict:
         trainer.fit(system, datamodule=datamodule, ckpt_path=str(last) if last else None)
     result = _result(cfg, trainer, system, time.perf_counter() - started)
     finish_wandb(loggers)
+    # Where a run's time goes (benchmarks/sweep_cost.py): set-up (data, model, W&B, Trainer) before trainer.fit,
+    # fit_seconds inside it (of which step_seconds in training steps), and the whole call including W&B's finish.
+    result.update(setup_seconds=round(started - entered, 2), run_seconds=round(time.perf_counter() - entered, 2))
     if trainer.is_global_zero:
         write_json(directory / RESULT, result)
     return result
 
 
 def _resume_point(last: Path) -> Path | None:
-    """``last.ckpt`` if it loads; a checkpoint cut short by a kill is set aside (``.corrupt``), not trusted."""
+    """``last.ckpt`` if it loads; a checkpoint cut short by a kill is set aside (``.corrupt``), not trusted.
+
+    Resuming a mid-epoch checkpoint (Lightning 2.6, measured by tests/test_multinode.py), on the same or another
+    number of processes: the run continues at the checkpoint's epoch and global step, with the epoch's batch
+    counter at the steps already taken; the epoch ends after as many steps as an epoch has at the new world size
+    (the same count when ``data.batch_size_is=total``). The loaders are not stateful: the remaining steps draw
+    from the start of the epoch's shuffle order (FFCV and the DDP sampler seed it with the restored epoch), so
+    some samples of that one epoch are seen twice and others not at all; the next epochs are whole."""
     if not last.is_file():
         return None
     try:
@@ -140,5 +170,6 @@ def _result(cfg: RunConfig, trainer: L.Trainer, system: DelvingSystem, seconds: 
         "best_val_err1": min(errors) if errors else None,
         "final_val_err5": history[-1].get("val/err5") if history else None,
         "fit_seconds": round(seconds, 2),
+        "step_seconds": round(next(cb for cb in trainer.callbacks if isinstance(cb, StepTimer)).seconds, 2),
         "history": history,
     }

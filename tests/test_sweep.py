@@ -219,3 +219,35 @@ def test_list_and_cell_cover_the_grid_once_and_skip_finished(tmp_path, capsys):
     assert (out / "tiny" / listed[2][2] / "result.json").stat().st_mtime_ns == stamp
     assert main(["sweep", str(sweep_file), "--out", str(out), "--cell", "4"]) == 2
     assert "--cell 4 is out of range: sweep tiny has cells 0 to 3" in capsys.readouterr().err
+
+
+def test_every_listed_cell_of_the_default_sweep_covers_its_grid_once(tmp_path, monkeypatch, capsys):
+    """`--list` then `--cell K` for every K over sweeps/init_depth.yaml (training replaced by a recorder that writes
+    result.json): the 24 grid points each run once, and a second pass over the cells trains nothing."""
+    import delving.sweep
+    import delving.train
+    from delving.cli import main
+    from delving.train import RESULT, run_dir
+
+    trained = []
+
+    def record(cfg, **kwargs):
+        trained.append((cfg.model.activation, cfg.init.scheme, cfg.model.depth, cfg.seed))
+        run_dir(cfg).mkdir(parents=True, exist_ok=True)
+        (run_dir(cfg) / RESULT).write_text(json.dumps({"status": "finished", "name": cfg.name}))
+        return {"status": "finished", "name": cfg.name, "final_val_err1": 0.5, "fit_seconds": 0.0}
+
+    monkeypatch.setattr(delving.train, "fit", record)
+    merged = {}  # each CLI call re-merges the 24 configs (0.75 s); they do not change between calls: merge once
+    monkeypatch.setattr(delving.sweep, "configs", lambda sweep, folder: merged.get(folder) or merged.setdefault(
+        folder, configs(sweep, folder)))
+    sweep_file, out = ROOT / "sweeps" / "init_depth.yaml", tmp_path / "runs"
+    assert main(["sweep", str(sweep_file), "--out", str(out), "--list"]) == 0
+    indices = [int(line.split("\t")[0]) for line in capsys.readouterr().out.splitlines()]
+    for _ in range(2):
+        for k in indices:
+            assert main(["sweep", str(sweep_file), "--out", str(out), "--cell", str(k)]) == 0
+    grid = load_sweep(sweep_file).grid
+    expected = {(a, s, d, seed) for a in grid["model.activation"] for s in grid["init.scheme"]
+                for d in grid["model.depth"] for seed in grid["seed"]}
+    assert len(trained) == len(expected) == 24 and set(trained) == expected  # once each, and not again

@@ -62,6 +62,17 @@ def test_rerun_resumes_from_last_checkpoint(tiny):
     assert result["history"][0]["step"] == 4 and result["history"][-1]["step"] == 12
 
 
+def test_last_checkpoint_is_the_final_epoch_even_when_validation_stops_improving(tiny):
+    # LR 1e-9: the weights barely move, so val/err1 never improves after epoch 0. Lightning 2.6's save_last writes
+    # last.ckpt only on improvement; the resume point must still be the newest epoch, the best one kept apart.
+    cfg = load_config(None, [*tiny, "name=flat", "trainer.max_epochs=3", "optim.lr=1e-9", "optim.momentum=0"])
+    fit(cfg, progress=False)
+    folder = run_dir(cfg) / "checkpoints"
+    last = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 12)
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["epoch000.ckpt", "last.ckpt"]
+
+
 def test_truncated_checkpoint_is_set_aside_and_the_run_starts_again(tiny):
     cfg = load_config(None, [*tiny, "name=cut"])
     fit(cfg, progress=False)
