@@ -1,7 +1,7 @@
 """Images/s of a full training step (forward, backward, SGD step) of the paper's models, ReLU vs PReLU and with each
 speed option, against the machine's own matrix-multiply peak measured in the same run.
 
-Each group's variants are built side by side and their timed steps interleaved (round-robin, median of the
+Each group's variants are built side by side and their timed steps interleaved (round-robin, best of the
 repeats), so machine noise hits every variant of a group alike; ``ratio`` is a variant's img/s over the group's
 first variant's. Multiply-adds per image come from ``delving.models.complexity.model_size`` (forward, conv + fc);
 a training step counts 3× the forward (backward: gradients w.r.t. inputs and w.r.t. weights, each about one
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -135,7 +134,9 @@ class Runner:
 
 def run_group(variants: list[Variant], device: torch.device, batch: int, size: int, warmup: int,
               repeats: int, clock=time.perf_counter) -> list[tuple[Variant, float]]:
-    """(variant, median seconds per step), the variants' timed steps interleaved."""
+    """(variant, best seconds per step), the variants' timed steps interleaved. The best of the repeats, as
+    ``timeit`` advises: noise (other processes, page faults) only ever adds time, and on a 2-core machine the
+    median of 9 still moved a ratio by up to 15% between runs while the best held within ~2%."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=gen).to(device)
     y = torch.randint(0, NUM_CLASSES, (batch,), generator=gen).to(device)
@@ -146,7 +147,7 @@ def run_group(variants: list[Variant], device: torch.device, batch: int, size: i
     for _ in range(repeats):
         for runner in runners:
             runner.times.append(runner.step())
-    result = [(r.variant, statistics.median(r.times)) for r in runners]
+    result = [(r.variant, min(r.times)) for r in runners]
     del runners
     gc.collect()
     return result
@@ -227,7 +228,8 @@ def main() -> int:
                          "fwd_gmac": fwd / 1e9, "gmac_s": step_macs(fwd, batch) / seconds / 1e9,
                          "peak_share": step_macs(fwd, batch) / seconds / peak[variant.precision]})
     header = (f"device {device.type}, {torch.get_num_threads()} threads, {args.clock} clock, batch {batch}, "
-              f"{size}×{size}, {args.warmup} warm-up + {args.repeats} interleaved timed steps (median), torch {torch.__version__}; "
+              f"{size}×{size}, {args.warmup} warm-up + {args.repeats} interleaved timed steps (best), "
+              f"torch {torch.__version__}; "
               + ", ".join(f"mm peak {p}: {v / 1e9:.1f} GMAC/s (n={n})" for p, v in sorted(peak.items())))
     text = f"{header}\n\n{table(rows)}\n"
     print(text)

@@ -172,13 +172,19 @@ def run_cell(sweep: Sweep, index: int, out_root: str | Path = "runs") -> dict | 
     return fit(cfg)
 
 
+def _cost(cfg: RunConfig) -> int:
+    return (cfg.model.depth or 1) * cfg.trainer.max_epochs
+
+
 def run_local(sweep: Sweep, out_root: str | Path = "runs", jobs: int | None = None) -> tuple[Path, int]:
     """Run every unfinished cell of the grid offline; return the sweep's output folder and the failed count.
 
     A cell that raises is reported and left unfinished (the next run of the sweep tries it again); the others go on.
     """
     folder = Path(out_root) / sweep.name
-    todo = [cfg for cfg in configs(sweep, folder) if not is_done(cfg)]
+    # Longest cells first (cost ~ depth x epochs): the last cells to finish are then short ones, so a worker does
+    # not sit idle while another trains a deep net at the end. Each run is seeded on its own: order changes nothing.
+    todo = sorted((cfg for cfg in configs(sweep, folder) if not is_done(cfg)), key=_cost, reverse=True)
     total = len(sweep.cells())
     print(f"sweep {sweep.name}: {total} cells, {total - len(todo)} already done, {len(todo)} to run -> {folder}")
     cpus = available_cpus()

@@ -251,3 +251,22 @@ def test_every_listed_cell_of_the_default_sweep_covers_its_grid_once(tmp_path, m
     expected = {(a, s, d, seed) for a in grid["model.activation"] for s in grid["init.scheme"]
                 for d in grid["model.depth"] for seed in grid["seed"]}
     assert len(trained) == len(expected) == 24 and set(trained) == expected  # once each, and not again
+
+
+def test_local_runner_starts_the_longest_cells_first(tmp_path, monkeypatch):
+    """Cells run deepest first (cost ~ depth x epochs), so no worker idles at the end while another trains a deep
+    net; within a depth, the grid's own order."""
+    import delving.sweep
+
+    order = []
+
+    def record(cfg):
+        order.append((cfg.model.depth, cfg.model.activation, cfg.init.scheme, cfg.seed))
+        return {"status": "finished", "name": cfg.name, "final_val_err1": 0.5, "fit_seconds": 0.0}
+
+    monkeypatch.setattr(delving.sweep, "_run_cell", record)
+    monkeypatch.setattr(delving.sweep, "_setup", lambda threads: None)
+    folder, failed = delving.sweep.run_local(load_sweep(ROOT / "sweeps" / "init_depth.yaml"), tmp_path, jobs=1)
+    depths = [depth for depth, *_ in order]
+    assert failed == 0 and len(order) == 24 and depths == [30] * 12 + [22] * 12
+    assert order[:2] == [(30, "relu", "xavier", 0), (30, "relu", "xavier", 1)]
