@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,21 +54,45 @@ def _env() -> dict:
 
 def two_nodes(out: Path, tag: str, fit_args: list[str], kill_at: str | None = None) -> list[int]:
     """``torchrun --nnodes 2 --node-rank {0,1} --nproc-per-node 1`` with a rendezvous on 127.0.0.1: two
-    launches as on two machines. Returns both exit codes."""
+    launches as on two machines. Returns both exit codes.
+
+    One retry on a fresh port, only when the launch failed before either rank trained a batch (no labels
+    recorded): the free port is picked before torchrun binds it, so another process can take it in between, and
+    a rank that cannot join leaves the other waiting in the rendezvous. Once training has started, a failure
+    fails the test. The failed attempt's logs are printed either way."""
+    for attempt in range(2):
+        codes, logs = _launch_two_nodes(out, f"{tag}-try{attempt}", tag, fit_args, kill_at)
+        started = list(out.glob(f"labels-{tag}-rank*.jsonl"))
+        if codes is not None and (kill_at or not any(codes)):
+            return codes
+        print(f"two-node launch {attempt} failed (exit codes {codes}); node logs:")
+        for log in logs:
+            print(log.read_text()[-3000:])
+        if started:
+            break
+    pytest.fail(f"two-node run {tag!r} failed; see the node logs above")
+
+
+def _launch_two_nodes(out: Path, log_tag: str, tag: str, fit_args: list[str], kill_at: str | None):
+    """Exit codes of both nodes, or None when they hung past the deadline (then both are killed)."""
     port, kill = _free_port(), ["--kill-at", kill_at] if kill_at else []
     ddp = ["--trainer.strategy=ddp", "--trainer.devices=1", "--trainer.num_nodes=2"]
+    # Each node's output goes to a file, not a pipe: a pipe nobody reads while we wait on the other node fills up
+    # and blocks its writer inside training, and the other node then waits for it in a collective for ever.
+    logs = [out / f"{log_tag}-node{node}.log" for node in (0, 1)]
     procs = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
          "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
-         WORKER, str(out), tag, *kill, *fit_args, *ddp], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True) for node in (0, 1)]
-    codes = []
-    for proc in procs:
-        output, _ = proc.communicate(timeout=300)
-        codes.append(proc.returncode)
-        if proc.returncode and not kill_at:
-            print(output[-3000:])
-    return codes
+         WORKER, str(out), tag, *kill, *fit_args, *ddp], cwd=ROOT, env=_env(), stdout=log.open("w"),
+        stderr=subprocess.STDOUT) for node, log in zip((0, 1), logs)]
+    deadline = time.monotonic() + 150  # a normal launch takes 15-40 s on 2 cores
+    try:
+        return [proc.wait(timeout=max(1.0, deadline - time.monotonic())) for proc in procs], logs
+    except subprocess.TimeoutExpired:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        return None, logs
 
 
 def one_process(out: Path, tag: str, fit_args: list[str], kill_at: str | None = None) -> int:
