@@ -2,7 +2,8 @@
 speed option, against the machine's own matrix-multiply peak measured in the same run.
 
 Each group's variants are built side by side and their timed steps interleaved (round-robin, best of the
-repeats), so machine noise hits every variant of a group alike; ``ratio`` is a variant's img/s over the group's
+repeats), so machine noise hits every variant of a group alike; variants that differ only in activation (ReLU,
+PReLU, torch's PReLU) train one shared model with their activations swapped in (``SharedModel``). ``ratio`` is a variant's img/s over the group's
 first variant's. Multiply-adds per image come from ``delving.models.complexity.model_size`` (forward, conv + fc);
 a training step counts 3× the forward (backward: gradients w.r.t. inputs and w.r.t. weights, each about one
 forward), so ``GMAC/s`` is 3 × forward MACs × images/s and ``% peak`` divides it by the multiply-adds per second of
@@ -29,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import delving  # noqa: F401  (registers the delving_* models with timm)
+from delving.layers import PRELU_INIT, make_activation
 from delving.models import create_initialized
 from delving.models.complexity import model_size
-from delving.speed import SpeedOptions, apply_speed_options
-from delving.system import param_groups
+from delving.speed import INPLACE_ACTIVATIONS, SpeedOptions, apply_speed_options
+from delving.system import sgd
 
 ROOT = Path(__file__).resolve().parent.parent
 BF16 = "bf16-mixed"
@@ -46,13 +48,15 @@ class Variant:
     activation: str = "prelu"
     precision: str = "32-true"
     options: SpeedOptions = field(default_factory=SpeedOptions)
-    torch_prelu: bool = False  # torch's own nn.PReLU backward instead of delving.layers.PReLU's (for comparison)
+    torch_prelu: bool = False  # torch's own nn.PReLU instead of delving.layers.PReLU (for comparison)
+    fused: bool = True  # optim.fused: torch's fused SGD kernel (delving.system.sgd)
 
     @property
     def label(self) -> str:
         on = [k for k in ("channels_last", "inplace_activations", "compile") if getattr(self.options, k)]
         extra = ([self.precision] if self.precision != "32-true" else []) + on
         extra += ["torch's backward"] if self.torch_prelu else []
+        extra += [] if self.fused else ["unfused SGD"]
         return f"{self.model.removeprefix('delving_')} {self.activation}" + (f" +{'+'.join(extra)}" if extra else "")
 
     def with_option(self, **kw) -> "Variant":
@@ -75,6 +79,7 @@ def default_groups() -> dict[str, list[Variant]]:
         "b-bf16": [b, b.with_option(precision=BF16)],
         "b-inplace": [replace(b, **relu), replace(b, **relu).with_option(inplace_activations=True)],
         "b-compile": [b, b.with_option(compile=True)],
+        "b-fused": [replace(b, fused=False), b],
     }
 
 
@@ -102,32 +107,71 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, repeats: int =
     return n**3 / best
 
 
-class Runner:
-    """One variant's model, optimizer and step."""
+def activation_for(variant: Variant, channels: int) -> nn.Module:
+    """The activation module of ``variant`` for a layer of ``channels`` channels."""
+    if variant.torch_prelu:  # torch's own class: its forward and its CPU backward kernel
+        return nn.PReLU(channels if variant.activation == "prelu" else 1, init=PRELU_INIT)
+    module = make_activation(variant.activation, channels)
+    if isinstance(module, INPLACE_ACTIVATIONS):
+        module.inplace = variant.options.inplace_activations
+    return module
 
-    def __init__(self, variant: Variant, device: torch.device, x: torch.Tensor, y: torch.Tensor,
-                 clock=time.perf_counter):
-        self.variant, self.device, self.x, self.y, self.clock = variant, device, x, y, clock
-        model = create_initialized(variant.model, "he", activation=variant.activation, num_classes=NUM_CLASSES,
-                                   device=device)
-        if variant.torch_prelu:
-            for module in model.modules():
-                if isinstance(module, nn.PReLU):
-                    module.forward = nn.PReLU.forward.__get__(module)
-        self.model = apply_speed_options(model, variant.options).train()
-        self.optimizer = torch.optim.SGD(param_groups(self.model, 5e-4), lr=1e-4, momentum=0.9)  # Sec. 3's recipe
+
+class SharedModel:
+    """One model and one SGD optimizer for the variants that differ only in their activation: each variant's
+    activations are swapped into the model before its step, so every variant trains the same weights in the same
+    memory. Separate copies of one model differed by up to ~2% in speed among themselves (on where their weights
+    landed in memory), as much as the PReLU-vs-ReLU difference measured here."""
+
+    def __init__(self, variants: list[Variant], device: torch.device):
+        first = variants[0]
+        model = create_initialized(first.model, "he", activation="prelu", num_classes=NUM_CLASSES, device=device)
+        self.slots = [(parent, name) for parent in model.modules() for name, child in parent.named_children()
+                      if isinstance(child, nn.PReLU)]
+        channels = [getattr(parent, name).num_parameters for parent, name in self.slots]
+        self.activations = {v: [activation_for(v, c).to(device) for c in channels] for v in variants}
+        self.model = apply_speed_options(model, first.options).train()
+        every = nn.ModuleList([self.model, *(m for acts in self.activations.values() for m in acts)])
+        self.optimizer = sgd(every, lr=1e-4, momentum=0.9, weight_decay=5e-4, fused=first.fused)  # Sec. 3's recipe
+        self.current: Variant | None = None
+
+    def use(self, variant: Variant) -> None:
+        if variant != self.current:
+            for (parent, name), module in zip(self.slots, self.activations[variant]):
+                setattr(parent, name, module)
+            self.current = variant
+
+
+def share_models(variants: list[Variant], device: torch.device) -> dict[Variant, SharedModel]:
+    """Each variant's :class:`SharedModel`: one per (model, precision, options, optimizer)."""
+    key = lambda v: (v.model, v.precision, v.options, v.fused)  # noqa: E731
+    families: dict[tuple, list[Variant]] = {}
+    for variant in variants:
+        families.setdefault(key(variant), []).append(variant)
+    shared = {k: SharedModel(vs, device) for k, vs in families.items()}
+    return {v: shared[key(v)] for v in variants}
+
+
+class Runner:
+    """One variant's timed training step on its shared model."""
+
+    def __init__(self, variant: Variant, shared: SharedModel, device: torch.device, x: torch.Tensor,
+                 y: torch.Tensor, clock=time.perf_counter):
+        self.variant, self.shared, self.device, self.x, self.y, self.clock = variant, shared, device, x, y, clock
         self.times: list[float] = []
 
     def step(self) -> float:
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.variant.precision == BF16
                     else nullcontext())
+        self.shared.use(self.variant)
+        model, optimizer = self.shared.model, self.shared.optimizer
         sync(self.device)
         start = self.clock()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         with autocast:
-            loss = F.cross_entropy(self.model(self.x), self.y)
+            loss = F.cross_entropy(model(self.x), self.y)
         loss.backward()
-        self.optimizer.step()
+        optimizer.step()
         sync(self.device)
         return self.clock() - start
 
@@ -140,7 +184,8 @@ def run_group(variants: list[Variant], device: torch.device, batch: int, size: i
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=gen).to(device)
     y = torch.randint(0, NUM_CLASSES, (batch,), generator=gen).to(device)
-    runners = [Runner(v, device, x, y, clock) for v in variants]
+    shared = share_models(variants, device)
+    runners = [Runner(v, shared[v], device, x, y, clock) for v in variants]
     for runner in runners:
         for _ in range(warmup):  # first steps: allocator, oneDNN/cuDNN algorithm choice, compilation
             runner.step()
@@ -148,7 +193,7 @@ def run_group(variants: list[Variant], device: torch.device, batch: int, size: i
         for runner in runners:
             runner.times.append(runner.step())
     result = [(r.variant, min(r.times)) for r in runners]
-    del runners
+    del runners, shared
     gc.collect()
     return result
 
@@ -189,7 +234,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=None, help="default: 8 on CPU, 64 on CUDA")
     parser.add_argument("--size", type=int, default=None, help="image side; default: 112 on CPU, 224 on CUDA")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                         help="cpu: this thread's CPU time, immune to time-slicing on a shared machine (needs "

@@ -19,56 +19,82 @@ PRELU_INIT = 0.25
 # Leaky ReLU's fixed small slope (Sec. 2.1, "LReLU ... a_i = 0.01").
 LEAKY_SLOPE = 0.01
 
-# Elements per chunk of PReLU's backward (4 MiB of fp32): the chunk's temporary is reused from the heap instead of
-# freshly mapped pages, and there are few chunks, so few multi-threaded regions (each one a barrier for the threads).
+# Elements per chunk of the composed-ops backward (4 MiB of fp32): the chunk's temporary is reused from the heap
+# instead of freshly mapped pages, and there are few chunks, so few multi-threaded regions.
 _CHUNK = 1 << 20
 
 
-def _prelu_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 2 and 3 of the paper: dE/dy = g where y > 0 else a*g, and dE/da_i = sum of g*y over y <= 0 in channel i.
+def prelu_backward_ops(grad: torch.Tensor, saved: torch.Tensor,
+                       weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 3's df/dy and Eq. 2's sum, from torch ops: dE/dy = g where s > 0 else a*g, and per slope the sum of g*s
+    over s <= 0, ``s`` being PReLU's input (or its output, see ``_PReLUFunction``).
 
-    Hand-written because torch's CPU kernel (``_prelu_kernel_backward``) is scalar, writes a full-size slope
-    gradient and then reduces it: ~4x the cost of ReLU's backward, which made model A train 21% slower with PReLU
-    than with ReLU (benchmarks/train_throughput.py). Here the batch is processed in chunks with vectorized ops
-    (ReLU's own ``threshold_backward``, a per-channel reduction, ``lerp_``) and one full-size allocation, the input
-    gradient, as ReLU's backward has.
+    For what the fused kernel (``delving.prelu_cpu``) does not take: bf16 under autocast, channels_last. Still
+    ~2x faster than torch's own CPU backward: chunks of the batch through vectorized ops (ReLU's own
+    ``threshold_backward``, a per-channel reduction, ``lerp_``) and one full-size allocation, the input gradient.
     """
-    channels = x.shape[1] if x.dim() > 1 else 1
-    slope = weight.to(grad.dtype).reshape(1, -1, *([1] * (x.dim() - 2))) if x.dim() > 1 else weight.to(grad.dtype)
+    channels = saved.shape[1]
+    slope = weight.to(grad.dtype).reshape(1, -1, *([1] * (saved.dim() - 2)))
     grad_x = torch.empty_like(grad)
-    grad_w = torch.zeros(channels, dtype=torch.float32, device=x.device)
-    reduce_dims = [0, *range(2, x.dim())]
-    step = max(1, _CHUNK // max(1, x[0].numel())) if x.dim() > 0 and x.shape[0] else 1
-    for start in range(0, x.shape[0], step):
-        g, y, out = grad[start:start + step], x[start:start + step], grad_x[start:start + step]
-        torch.ops.aten.threshold_backward.grad_input(g, y, 0, grad_input=out)  # g where y > 0, else 0 (ReLU's)
-        grad_w += torch.sub(g, out).mul_(y).sum(reduce_dims, dtype=torch.float32)  # Eq. 2: g*y where y <= 0
-        out.lerp_(g, slope)  # out + a*(g - out): g where y > 0, a*g elsewhere (Eq. 3's df/dy)
+    grad_w = torch.zeros(channels, dtype=torch.float32, device=saved.device)
+    reduce_dims = [0, *range(2, saved.dim())]
+    step = max(1, _CHUNK // max(1, saved[0].numel()))
+    for start in range(0, saved.shape[0], step):
+        g, s, out = grad[start:start + step], saved[start:start + step], grad_x[start:start + step]
+        torch.ops.aten.threshold_backward.grad_input(g, s, 0, grad_input=out)  # g where s > 0, else 0 (ReLU's)
+        grad_w += torch.sub(g, out).mul_(s).sum(reduce_dims, dtype=torch.float32)  # Eq. 2: g*s where s <= 0
+        out.lerp_(g, slope)  # out + a*(g - out): g where s > 0, a*g elsewhere (Eq. 3's df/dy)
     if weight.numel() == 1:  # channel-shared (Eq. 3's sum over all channels)
         grad_w = grad_w.sum().reshape(weight.shape)
     return grad_x, grad_w.to(weight.dtype)
 
 
+def _prelu_cpu():
+    """``delving.prelu_cpu``, imported when the first PReLU is built (numba costs ~0.3 s to import): before FFCV's
+    loaders launch numba's threads, so that its choice of threading layer holds."""
+    from delving import prelu_cpu
+    return prelu_cpu
+
+
 class _PReLUFunction(torch.autograd.Function):
+    """Eq. 1 with a CPU backward that keeps ReLU's memory: where every slope is positive, the output is saved
+    instead of the input (y > 0 exactly where x > 0, and x = y / a_i elsewhere), so the next layer's saved input
+    is the same tensor and the conv output it came from is freed, as with ReLU."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        return F.prelu(x, weight)  # torch's forward kernel is vectorized: as fast as ReLU's
+        y = F.prelu(x, weight)  # torch's forward kernel is vectorized: as fast as ReLU's
+        ctx.from_output = bool(weight.detach().numpy().min() > 0)
+        ctx.save_for_backward(y if ctx.from_output else x, weight)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return _prelu_backward(grad, *ctx.saved_tensors)
+        saved, weight = ctx.saved_tensors
+        kernel = _prelu_cpu()
+        if kernel.supports(grad, saved, weight):
+            return kernel.prelu_backward(grad, saved, weight, ctx.from_output)
+        grad_x, grad_w = prelu_backward_ops(grad, saved, weight)
+        # From the output, the sum of g*y over y <= 0 is a_i times Eq. 2's sum of g*x.
+        return grad_x, grad_w / weight if ctx.from_output else grad_w
 
 
 class PReLU(nn.PReLU):
-    """``torch.nn.PReLU`` (Eq. 1) with a faster backward on CPU; the same parameters, outputs and gradients.
+    """``torch.nn.PReLU`` (Eq. 1) with a faster backward on CPU (``delving.prelu_cpu``, one pass over memory like
+    ReLU's) that keeps ReLU's memory where every slope is positive; the same parameters, outputs and gradients
+    (``tests/test_prelu_cpu.py``).
 
     A subclass, so anything that finds slopes by type (``delving.system.NO_DECAY_MODULES``, ``delving.slopes``)
     still finds them. On other devices (CUDA's kernel is fused) and for 0-d/1-d inputs it is ``nn.PReLU`` as is.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _prelu_cpu()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dim() < 2 or not torch.is_grad_enabled():
+        if (x.device.type != "cpu" or x.dim() < 2 or not torch.is_grad_enabled()
+                or torch.compiler.is_compiling()):  # inductor fuses nn.PReLU's backward itself
             return super().forward(x)
         return _PReLUFunction.apply(x, self.weight)
 

@@ -19,7 +19,8 @@ from torch import nn
 from delving.errors import DelvingError
 
 # Activations whose backward needs only their output or a mask, so overwriting the input is safe after a conv
-# (a conv's backward needs its input and weight, not its output). PReLU's backward needs its input (Eq. 2).
+# (a conv's backward needs its input and weight, not its output). PReLU is left alone: its backward keeps its
+# input or its output (delving.layers._PReLUFunction).
 INPLACE_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU)
 
 

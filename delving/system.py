@@ -25,6 +25,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+# Devices with a fused SGD kernel in torch (torch.optim.SGD(fused=True) raises elsewhere).
+FUSED_SGD_DEVICES = ("cpu", "cuda")
+
+
+def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float, fused: bool = True) -> torch.optim.SGD:
+    """Sec. 3's SGD with momentum over :func:`param_groups`; ``fused`` uses torch's fused kernel where every
+    parameter sits on a device that has one (the update is the same, bit for bit: ``tests/test_speed_options.py``)."""
+    groups = param_groups(model, weight_decay)
+    fused = fused and all(p.device.type in FUSED_SGD_DEVICES for g in groups for p in g["params"])
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused or None)
+
+
 class DelvingSystem(L.LightningModule):
     """Trains ``model`` (any ``nn.Module`` classifier) with SGD + momentum, LR /10 on plateau or at milestones.
 
@@ -75,7 +87,11 @@ class DelvingSystem(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        optimizer = torch.optim.SGD(param_groups(self.model, o.weight_decay), lr=o.lr, momentum=o.momentum)
+        # Lightning refuses to clip the gradients of a fused optimizer under mixed precision (it unscales them
+        # inside its step), so clipping + mixed precision keeps torch's default SGD.
+        mixed = "mixed" in str(self._trainer.precision) if self._trainer is not None else False
+        fused = o.fused and not (mixed and o.gradient_clip_norm)
+        optimizer = sgd(self.model, o.lr, o.momentum, o.weight_decay, fused=fused)
         if o.schedule == "plateau":
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=o.factor,
                                                                    patience=o.patience, min_lr=o.min_lr)

@@ -1,6 +1,6 @@
-"""Speed options compute the same thing: delving.layers.PReLU against torch.nn.PReLU (forward and both gradients),
-and each switch of delving.speed (channels_last, in-place activations, bf16 autocast, torch.compile) against the
-plain model after a few SGD steps. No timings here: benchmarks/train_throughput.py measures speed."""
+"""Speed options compute the same thing: each switch of delving.speed (channels_last, in-place activations, bf16
+autocast, torch.compile) against the plain model after a few SGD steps, and the fused SGD against torch's default
+one (delving.layers.PReLU against torch.nn.PReLU: tests/test_prelu_cpu.py). No timings here: benchmarks/train_throughput.py measures speed."""
 
 from __future__ import annotations
 
@@ -15,51 +15,15 @@ from torch import nn
 from conftest import ROOT
 from delving.config import load_config
 from delving.errors import DelvingError
-from delving.layers import PReLU, make_activation
+from delving.layers import make_activation
 from delving.models import create_initialized
 from delving.speed import SpeedOptions, apply_speed_options
+from delving.system import sgd
 from delving.system import param_groups
 
 STEPS = 3
 FP32_TOL = 1e-4   # relative: the same math in another order (NHWC kernels, fused reductions)
 BF16_TOL = 5e-2   # relative: bf16 keeps 8 bits of mantissa, ~0.4% per rounding, over 9 layers and 3 steps
-
-
-def _pair(channels: int, slopes: torch.Tensor) -> tuple[nn.PReLU, PReLU]:
-    ref, fast = nn.PReLU(channels), PReLU(channels)
-    with torch.no_grad():
-        ref.weight.copy_(slopes)
-        fast.weight.copy_(slopes)
-    return ref, fast
-
-
-@pytest.mark.parametrize("shape", [(5, 6, 7, 7), (64, 6), (3, 6, 11), (33, 6, 4, 4), (2, 6, 3, 3, 3)])
-@pytest.mark.parametrize("channels", [6, 1])
-def test_prelu_matches_torch_forward_and_gradients(shape, channels):
-    torch.manual_seed(0)
-    slopes = torch.linspace(-0.5, 1.5, channels)  # negative, zero-crossing and > 1 slopes, not just 0.25
-    ref, fast = _pair(channels, slopes)
-    x = torch.randn(shape)
-    x.view(-1)[:5] = 0.0  # Eq. 1's boundary: y = 0 takes the slope branch (its gradient is a*g)
-    upstream = torch.randn(shape)
-    x_ref, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_ref, out_fast = ref(x_ref), fast(x_fast)
-    out_ref.backward(upstream)
-    out_fast.backward(upstream)
-    torch.testing.assert_close(out_fast, out_ref, rtol=0, atol=0)
-    torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=0, atol=0)
-    torch.testing.assert_close(fast.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)
-
-
-def test_prelu_matches_torch_on_channels_last_input():
-    torch.manual_seed(0)
-    ref, fast = _pair(8, torch.rand(8))
-    x = torch.randn(4, 8, 6, 6).to(memory_format=torch.channels_last)
-    x_ref, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ref(x_ref).sum().backward()
-    fast(x_fast).sum().backward()
-    torch.testing.assert_close(x_fast.grad, x_ref.grad)
-    torch.testing.assert_close(fast.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)
 
 
 def test_prelu_is_still_an_nn_prelu_for_slopes_and_weight_decay_groups():
@@ -129,7 +93,7 @@ def test_inplace_switches_relus_and_leaves_prelu_alone():
     relu_model = apply_speed_options(_tiny("relu"), SpeedOptions(inplace_activations=True))
     assert all(m.inplace for m in relu_model.modules() if isinstance(m, nn.ReLU))
     prelu_model = apply_speed_options(_tiny("prelu"), SpeedOptions(inplace_activations=True))
-    assert not any(isinstance(m, nn.ReLU) for m in prelu_model.modules())  # PReLU's backward needs its input
+    assert not any(isinstance(m, nn.ReLU) for m in prelu_model.modules())  # PReLU keeps its input or output for its backward
 
 
 def test_config_switches_are_typed_and_checked():
@@ -150,6 +114,48 @@ def test_fit_with_the_switches_on_trains(tiny):
     assert result["status"] == "finished" and result["final_val_err1"] is not None
 
 
+def test_fused_sgd_makes_the_same_update_bit_for_bit():
+    """optim.fused (on by default): torch's fused SGD kernel against its per-tensor SGD, with Sec. 3's momentum and
+    weight decay on the decay group only (PReLU slopes in the other)."""
+    models = [_tiny("prelu") for _ in range(2)]
+    start = [p.detach().clone() for p in models[0].parameters()]
+    optimizers = [sgd(m, lr=0.05, momentum=0.9, weight_decay=5e-4, fused=f) for m, f in zip(models, (False, True))]
+    assert [o.defaults["fused"] for o in optimizers] == [None, True]
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 1, 16, 16, generator=gen), torch.randint(0, 10, (16,), generator=gen)
+    for model, optimizer in zip(models, optimizers):
+        model.eval()  # dropout off: both see the same function
+        for _ in range(STEPS):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    for p0, p_plain, p_fused in zip(start, models[0].parameters(), models[1].parameters()):
+        assert not torch.equal(p_plain, p0)
+        assert torch.equal(p_fused, p_plain)
+
+
+@pytest.mark.parametrize("precision, clip, fused", [("32-true", None, True), ("32-true", 1.0, True),
+                                                    ("bf16-mixed", None, True), ("bf16-mixed", 1.0, None)])
+def test_the_system_uses_fused_sgd_unless_lightning_must_clip_mixed_precision_gradients(precision, clip, fused):
+    from types import SimpleNamespace
+
+    from delving.config import OptimConfig
+    from delving.system import DelvingSystem
+
+    system = DelvingSystem(_tiny("prelu"), OptimConfig(gradient_clip_norm=clip, schedule="none"), num_classes=10)
+    system._trainer = SimpleNamespace(precision=precision)
+    assert system.configure_optimizers().defaults["fused"] == fused
+
+
+def test_fit_clips_gradients_under_bf16_autocast(tiny):
+    """Lightning raises for a fused optimizer when it must clip mixed-precision gradients: the system falls back."""
+    from delving.train import fit
+
+    cfg = load_config(None, [*tiny, "trainer.precision=bf16-mixed", "optim.gradient_clip_norm=1.0",
+                             "tracking.log_variance=false"])
+    assert fit(cfg, progress=False)["status"] == "finished"
+
+
 def _benchmark():
     spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "benchmarks" / "train_throughput.py")
     module = importlib.util.module_from_spec(spec)
@@ -162,7 +168,7 @@ def test_benchmark_mac_accounting_and_groups():
     bench = _benchmark()
     assert bench.step_macs(2.0e9, 8) == 3 * 2.0e9 * 8  # forward + two backward products per weight layer
     groups = bench.default_groups()
-    keys = ("model", "activation", "precision", "options", "torch_prelu")
+    keys = ("model", "activation", "precision", "options", "torch_prelu", "fused")
     for name, variants in groups.items():
         for k, variant in enumerate(variants[1:], start=1):  # each differs from an earlier one in one respect only
             assert any(sum(getattr(variant, key) != getattr(earlier, key) for key in keys) == 1
