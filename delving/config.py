@@ -71,9 +71,9 @@ class OptimConfig:
     patience: int = 3               # epochs without improvement before a plateau switch
     min_lr: float = 0.0             # plateau: never below this (the paper stops at 1e-4)
     gradient_clip_norm: Optional[float] = None  # not in the paper; see experiments/init_depth.yaml
-    # torch's fused SGD kernel (one pass per tensor) where the device has one: the same update bit for bit, and
-    # 1.3-1.5x faster training steps on CPU, where the per-tensor SGD allocates a copy of every gradient for the
-    # weight decay (README "Speed"). false: torch's default SGD.
+    # torch's fused SGD kernel (one pass per tensor) where the device has one: the same update up to float rounding
+    # (it can differ in the last bit), and 1.25-1.5x faster training steps on CPU, where the per-tensor SGD
+    # allocates a copy of every gradient for the weight decay (README "Speed"). false: torch's default SGD.
     fused: bool = True
 
 

@@ -31,7 +31,8 @@ FUSED_SGD_DEVICES = ("cpu", "cuda")
 
 def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float, fused: bool = True) -> torch.optim.SGD:
     """Sec. 3's SGD with momentum over :func:`param_groups`; ``fused`` uses torch's fused kernel where every
-    parameter sits on a device that has one (the update is the same, bit for bit: ``tests/test_speed_options.py``)."""
+    parameter sits on a device that has one (the same update up to float rounding: ``tests/test_speed_options.py``;
+    over a chaotic training run such last-bit differences grow, so runs are reproducible per setting)."""
     groups = param_groups(model, weight_decay)
     fused = fused and all(p.device.type in FUSED_SGD_DEVICES for g in groups for p in g["params"])
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused or None)

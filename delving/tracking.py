@@ -22,6 +22,9 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from delving.analysis import slope_profile, variance_profile
 from delving.config import RunConfig, to_dict
 
+# Images the variance profile is measured on (the first of the val set): 64 × 16×16 maps give ≥ 16k values per
+# layer for each std, and a 30-layer net's measurement takes 0.1 s instead of 0.35 s with the 256-image val batch.
+VARIANCE_IMAGES = 64
 PACKAGES = ("torch", "torchvision", "lightning", "timm", "wandb", "omegaconf", "torchmetrics", "numpy", "ffcv")
 
 
@@ -210,7 +213,7 @@ class VarianceLogger(L.Callback):
             return
         device = pl_module.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # leave training's RNG
-            x = next(iter(trainer.datamodule.val_dataloader()))[0].to(device)
+            x = next(iter(trainer.datamodule.val_dataloader()))[0][:VARIANCE_IMAGES].to(device)
             x = trainer.datamodule.on_after_batch_transfer((x, None), 0)[0]  # FFCV on GPU: normalized here
             profile = variance_profile(pl_module.model, x)
         append_rows(self.path, ["stage", "index", "layer", "forward_std", "backward_std"],

@@ -114,9 +114,10 @@ def test_fit_with_the_switches_on_trains(tiny):
     assert result["status"] == "finished" and result["final_val_err1"] is not None
 
 
-def test_fused_sgd_makes_the_same_update_bit_for_bit():
+def test_fused_sgd_makes_the_same_update_up_to_rounding():
     """optim.fused (on by default): torch's fused SGD kernel against its per-tensor SGD, with Sec. 3's momentum and
-    weight decay on the decay group only (PReLU slopes in the other)."""
+    weight decay on the decay group only (PReLU slopes in the other). Often bit-identical, but not always (one
+    measured case: 2.3e-10 apart after 5 steps), hence a tolerance at float rounding."""
     models = [_tiny("prelu") for _ in range(2)]
     start = [p.detach().clone() for p in models[0].parameters()]
     optimizers = [sgd(m, lr=0.05, momentum=0.9, weight_decay=5e-4, fused=f) for m, f in zip(models, (False, True))]
@@ -131,7 +132,7 @@ def test_fused_sgd_makes_the_same_update_bit_for_bit():
             optimizer.step()
     for p0, p_plain, p_fused in zip(start, models[0].parameters(), models[1].parameters()):
         assert not torch.equal(p_plain, p0)
-        assert torch.equal(p_fused, p_plain)
+        torch.testing.assert_close(p_fused, p_plain, rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("precision, clip, fused", [("32-true", None, True), ("32-true", 1.0, True),
