@@ -7,7 +7,7 @@ APT_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test test-fast sweep-init-depth sweep-init-depth-deep report bench bench-sweep bench-sweep-deep bench-data bench-scaling clean
+.PHONY: help venv system-deps test test-fast sweep-init-depth sweep-init-depth-deep sweep-init-depth-limit bench-sweep-limit bench-correlation report bench bench-sweep bench-sweep-deep bench-data bench-scaling gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -43,6 +43,15 @@ sweep-init-depth: $(STAMP) ## The paper's init x depth study on the digits defau
 sweep-init-depth-deep: $(STAMP) ## Deeper than 30: depth 30/50/100 x 3 inits x 4 activations x 2 seeds (72 runs), then its summary
 	$(BIN)/delving sweep sweeps/init_depth_deep.yaml
 
+sweep-init-depth-limit: $(STAMP) ## Plain nets to the limit: depth 30/100/200 x {ReLU+He, PReLU+He, PReLU+TAT, +delta-orthogonal} x 2 seeds
+	$(BIN)/delving sweep sweeps/init_depth_limit.yaml
+
+bench-sweep-limit: $(STAMP) ## Time the depth-limit sweep (24 runs) from a clean output folder against its 30-minute budget
+	$(BIN)/python benchmarks/sweep_time.py --sweep sweeps/init_depth_limit.yaml --budget 1800
+
+bench-correlation: $(STAMP) ## Correlation between inputs by layer at init, 100-layer nets, measured vs C-map theory, by width
+	$(BIN)/python benchmarks/correlation_profile.py
+
 report: $(STAMP) ## Reproduction report of runs/init_depth beside the paper's numbers (report.md + PNGs in runs/init_depth/report)
 	$(BIN)/delving report runs/init_depth
 
@@ -61,6 +70,9 @@ bench-data: $(STAMP) ## Images/s of the FFCV module, the torchvision fallback, t
 
 bench-scaling: $(STAMP) ## Training images/s on 1 and 2 processes (gloo on CPU, NCCL on GPUs) as scaling efficiency vs the paper's
 	$(BIN)/python benchmarks/scaling.py
+
+gpu-check: $(STAMP) ## The CUDA path in one run (sized for < 5 min): model A/C steps, bf16, FFCV to GPU, DDP fit+resume, dense eval
+	$(BIN)/python benchmarks/gpu_check.py
 
 clean: ## Remove run outputs (keeps .venv)
 	rm -rf runs wandb lightning_logs

@@ -14,11 +14,11 @@ import statistics
 
 import torch
 
-from delving.analysis import variance_profile
+from delving.nn.probes import variance_profile
 from delving.data import DigitsDataModule
 from delving.errors import DelvingError
-from delving.init import initialize
-from delving.lsuv import lsuv
+from delving.nn.init import initialize
+from delving.nn.lsuv import lsuv
 from delving.models import create_initialized
 
 ACTIVATIONS = ("relu", "prelu", "elu", "selu", "gelu", "silu", "tanh", "softplus")

@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import delving  # noqa: F401  (registers the delving_* models with timm)
-from delving.layers import PRELU_INIT, make_activation
+from delving.nn.activations import PRELU_INIT, make_activation
 from delving.models import create_initialized
 from delving.models.complexity import model_size
-from delving.speed import INPLACE_ACTIVATIONS, SpeedOptions, apply_speed_options
-from delving.system import sgd
+from delving.experiment.speed import INPLACE_ACTIVATIONS, SpeedOptions, apply_speed_options
+from delving.experiment.system import sgd
 
 ROOT = Path(__file__).resolve().parent.parent
 BF16 = "bf16-mixed"
@@ -48,8 +48,8 @@ class Variant:
     activation: str = "prelu"
     precision: str = "32-true"
     options: SpeedOptions = field(default_factory=SpeedOptions)
-    torch_prelu: bool = False  # torch's own nn.PReLU instead of delving.layers.PReLU (for comparison)
-    fused: bool = True  # optim.fused: torch's fused SGD kernel (delving.system.sgd)
+    torch_prelu: bool = False  # torch's own nn.PReLU instead of delving.nn.prelu.PReLU (for comparison)
+    fused: bool = True  # optim.fused: torch's fused SGD kernel (delving.experiment.system.sgd)
 
     @property
     def label(self) -> str:

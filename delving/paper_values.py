@@ -1,6 +1,6 @@
 """The paper's reported numbers that our measurements are set beside (He et al. 2015, arXiv v1), in one place.
 
-Only published values live here; what a run measures is computed elsewhere (``delving.report``, ``delving.slopes``).
+Only published values live here; what a run measures is computed elsewhere (``delving.studies.report``, ``delving.studies.slopes``).
 """
 
 from __future__ import annotations

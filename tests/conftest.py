@@ -32,3 +32,13 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.Comp
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "delving", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+SLOW_TIMEOUT = 1800  # seconds; pyproject's `timeout` (300 s) is the default of every other test
+
+
+def pytest_collection_modifyitems(items):
+    """Give tests marked slow a longer per-test timeout than the default, unless they set their own."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))

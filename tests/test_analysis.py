@@ -6,8 +6,8 @@ import timm
 import torch
 
 import delving  # noqa: F401
-from delving.analysis import slope_profile, variance_profile
-from delving.init import initialize
+from delving.nn.probes import slope_profile, variance_profile
+from delving.nn.init import initialize
 
 DEPTH = 30
 

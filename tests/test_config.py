@@ -1,7 +1,7 @@
 import pytest
 
 from delving.cli import overrides
-from delving.config import load_config
+from delving.experiment.config import load_config
 from delving.errors import DelvingError
 
 
@@ -24,7 +24,7 @@ def test_repo_experiment_loads():
     ("model.depth=deep", r"bad config value for 'model.depth'"),
     ("model.activation=swish", r"unknown model.activation 'swish'; valid: .*'prelu'"),
     ("init.scheme=kaiming",
-     r"unknown init.scheme 'kaiming'; valid: 'glorot', 'he', 'lsuv', 'paper', 'variance_preserving', 'xavier'"),
+     r"unknown init.scheme 'kaiming'; valid: 'glorot', 'he', 'lsuv', 'paper', 'tat', 'variance_preserving', 'xavier'"),
     ("init.mode=fan_avg", r"unknown init.mode 'fan_avg'"),
     ("optim.lr=-1", r"optim.lr=-1.0 must be positive"),
 ])
@@ -56,7 +56,7 @@ def test_cli_override_syntax():
 
 
 def test_batch_size_per_process_or_total():
-    from delving.config import DataConfig, per_process_batch
+    from delving.experiment.config import DataConfig, per_process_batch
 
     assert per_process_batch(DataConfig(batch_size=128, batch_size_is="total"), 8) == 16
     assert per_process_batch(DataConfig(batch_size=128), 8) == 128  # per process by default

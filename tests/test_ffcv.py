@@ -3,13 +3,18 @@ registered model on it, and (slow) 2-rank DDP sharding and mid-epoch kill + resu
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from ffcv.reader import Reader
@@ -17,12 +22,13 @@ from PIL import Image
 
 from conftest import ROOT, run_cli
 from delving.cli import main
-from delving.config import load_config
-from delving.data.ffcv import EpochLoader, FFCVDataModule, _scale_jitter_crop, write_beton
+from delving.experiment.config import load_config
+from delving.data import ffcv as ffcv_module
+from delving.data.ffcv import EpochLoader, FFCVDataModule, _scale_jitter_crop, fit_resolution, write_beton
 from delving.data.folder import FolderDataModule
 from delving.data.photos import make_photos
 from delving.errors import DelvingError
-from delving.train import fit
+from delving.experiment.train import fit
 
 CLASSES, TRAIN, VAL, SIZE = 3, 4, 2, 80
 
@@ -193,16 +199,91 @@ def test_write_ffcv_cli_errors_are_one_line_with_exit_2(photos, tmp_path, capsys
          "no images in"),
         (["--root", str(photos), "--split", "val", "--out", str(existing)], "exists; pass --overwrite"),
         (["--root", str(photos), "--split", "val", "--out", str(tmp_path / "a.beton"), "--write-mode", "png"],
-         "write mode 'png' is not one of"),
+         "argument --write-mode: invalid choice: 'png'"),
     ]
+    gc.collect()  # numba's finalizers of earlier tests' FFCV pipelines print "Exception ignored" when collected
+    capsys.readouterr()
     for args, message in cases:  # in this process (a subprocess costs seconds of imports), then one for real
-        assert main(["write-ffcv", *args]) == 2
+        try:
+            code = main(["write-ffcv", *args])
+        except SystemExit as exit_:  # argparse's own checks (choices, ranges)
+            code = exit_.code
+        assert code == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     proc = run_cli("write-ffcv", *cases[2][0])
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"delving: error: {existing} exists; "
                                                                          "pass --overwrite to replace it"]
     assert existing.read_bytes() == b"precious" and not (tmp_path / "a.beton").exists()
+
+
+def _tall_jpeg_set(root: Path) -> Path:
+    """A legal 3×2000 JPEG beside two ordinary ones: FFCV's resizer made it 0×500 and its worker failed."""
+    rng = np.random.default_rng(0)
+    (root / "tall").mkdir(parents=True)
+    (root / "wide").mkdir()
+    Image.fromarray(rng.integers(0, 255, (2000, 3, 3), dtype=np.uint8)).save(root / "tall" / "tall.jpg")
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(root / "wide" / f"{i}.jpg")
+    return root
+
+
+@pytest.mark.timeout(120)  # a hang guard: the write itself takes about a second
+@pytest.mark.parametrize("max_resolution, expected", [(500, (1, 500)), (1, (1, 1)), (None, (3, 2000))])
+def test_a_3x2000_jpeg_is_written_with_at_least_one_pixel_per_side(tmp_path, max_resolution, expected):
+    split = _tall_jpeg_set(tmp_path / "data")
+    out = tmp_path / "train.beton"
+    report = write_beton(split, out, max_resolution=max_resolution, write_mode="raw", workers=2, progress=False)
+    assert report.written == 3 and not report.skipped
+    reader = Reader(str(out))
+    sizes = sorted(zip(reader.metadata["f0"]["width"].tolist(), reader.metadata["f0"]["height"].tolist()))
+    assert expected in sizes and all(w >= 1 and h >= 1 for w, h in sizes)
+    assert fit_resolution(np.zeros((2000, 3, 3), np.uint8), 500).shape == (500, 1, 3)
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_worker_reaches_the_parent_named_or_skipped(tmp_path, monkeypatch):
+    """FFCV's own resizer on the 3×2000 JPEG (our shrink patched away) fails inside a writer process: the parent
+    stops with the file's name instead of waiting for ever, or writes the others under skip_bad."""
+    monkeypatch.setattr(ffcv_module, "fit_resolution", lambda image, max_resolution: image)
+    split = _tall_jpeg_set(tmp_path / "data")
+    out = tmp_path / "train.beton"
+    with pytest.raises(DelvingError, match=r"tall\.jpg .*inv_scale_x > 0") as info:
+        write_beton(split, out, workers=2, progress=False)
+    assert "\n" not in str(info.value) and sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    report = write_beton(split, out, workers=2, skip_bad=True, progress=False)
+    assert report.written == 2 and report.skipped == [str(split / "tall" / "tall.jpg")]
+    assert Reader(str(out)).num_samples == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["data", out.name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_write_ffcv_leaves_no_process_and_no_partial(tmp_path, sig):
+    source = tmp_path / "one.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (375, 500, 3), dtype=np.uint8)).save(source)
+    for c in range(2):
+        (tmp_path / "data" / "train" / f"c{c}").mkdir(parents=True)
+        for i in range(1500):  # several seconds of JPEG re-encoding on one worker
+            os.link(source, tmp_path / "data" / "train" / f"c{c}" / f"{i}.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "delving", "write-ffcv", "--root", str(tmp_path / "data"),
+                             "--split", "train", "--out", str(out / "train.beton"), "--workers", "2",
+                             "--write-mode", "jpg", "--max-resolution", "0"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(proc.pid)
+    deadline = time.time() + 240
+    # started: the partial file, FFCV's two writer processes and multiprocessing's resource tracker
+    while time.time() < deadline and not ((out / "train.beton.partial").exists() and len(parent.children()) >= 3):
+        time.sleep(0.1)
+    assert (out / "train.beton.partial").exists(), "the writer never started"
+    children = parent.children(recursive=True)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+    assert list(out.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------ DDP and resume

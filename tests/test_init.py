@@ -7,7 +7,7 @@ from torch import nn
 
 import delving  # noqa: F401
 from delving.errors import DelvingError
-from delving.init import PAPER_FC_STD, initialize, weight_layers
+from delving.nn.init import PAPER_FC_STD, initialize, weight_layers
 
 # Big layers so the sample std of the weights is within ~1% of the formula.
 C_IN, C_OUT, K = 64, 128, 3

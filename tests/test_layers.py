@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from delving.errors import DelvingError
-from delving.layers import ACTIVATIONS, PRELU_INIT, SpatialPyramidPool, make_activation
+from delving.nn.activations import ACTIVATIONS, PRELU_INIT, make_activation
+from delving.nn.pooling import SpatialPyramidPool
 
 
 def prelu_eq1(y: torch.Tensor, a: torch.Tensor) -> torch.Tensor:

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from delving.analysis import variance_profile
-from delving.config import load_config
+from delving.nn.probes import variance_profile
+from delving.experiment.config import load_config
 from delving.data import DigitsDataModule
-from delving.lsuv import lsuv
+from delving.nn.lsuv import lsuv
 from delving.models import create_initialized
-from delving.train import fit
+from delving.experiment.train import fit
 
 
 @pytest.fixture(scope="module")

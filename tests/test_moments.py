@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from delving.config import load_config
-from delving.init import initialize
-from delving.layers import make_activation
-from delving.moments import monte_carlo, second_moments
+from delving.experiment.config import load_config
+from delving.nn.init import initialize
+from delving.nn.activations import make_activation
+from delving.nn.moments import monte_carlo, second_moments
 
 NEW = ["elu", "selu", "gelu", "silu", "tanh", "softplus"]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from delving.analysis import slope_profile
+from delving.nn.probes import slope_profile
 from delving.models import PAPER_MODELS, create_initialized
 from delving.models.complexity import model_size
 from paper_models import BIG, EXPECTED, MODELS, NUM_CLASSES, min_size, seeded_output
@@ -20,7 +20,7 @@ def marked(names):
 @pytest.mark.parametrize("name", sorted(PAPER_MODELS))
 def test_complexity_and_depth_match_the_paper(name):
     size = model_size(name, 224)
-    assert size.depth == PAPER_MODELS[name][1]  # A 19, B 22, C 22, Table 1's 14, Fig. 3's 30
+    assert size.depth == PAPER_MODELS[name].depth  # A 19, B 22, C 22, Table 1's 14, Fig. 3's 30
     if size.paper_mult_adds:  # Table 3: 1.90, 2.32, 5.30 x 10^10
         assert size.mult_adds == pytest.approx(size.paper_mult_adds, rel=0.03)
 
@@ -132,5 +132,5 @@ def test_any_test_scale_from_224_up_through_separable_features_and_head(name):
         model = timm.create_model(name, num_classes=1000)
         for size in (224, 256, 384, 480):
             features = model.forward_features(torch.empty(2, 3, size, size))
-            assert features.shape[:2] == (2, model.num_features // model.pool.bins)
+            assert features.shape[:2] == (2, model.num_features)
             assert model.forward_head(features).shape == (2, 1000)

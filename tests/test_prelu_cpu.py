@@ -1,4 +1,4 @@
-"""delving.layers.PReLU's CPU backward (delving/prelu_cpu.py's fused kernel, and the composed-ops fallback) against
+"""delving.nn.prelu.PReLU's CPU backward (delving/nn/prelu_cpu.py's fused kernel, and the composed-ops fallback) against
 torch.nn.PReLU: same output, bit-identical input gradient, slope gradient to rounding; which tensor is kept for
 the backward; the forked-child guard."""
 
@@ -8,13 +8,25 @@ import pytest
 import torch
 from torch import nn
 
-from delving import prelu_cpu
-from delving.layers import PReLU
+from delving.nn import prelu_cpu
+from delving.nn.prelu import PReLU
 
 SLOPES = {
     "positive": lambda c: torch.linspace(0.05, 1.5, c),  # every a_i > 0: the output is saved (Eq. 1 is invertible)
     "mixed": lambda c: torch.linspace(-0.5, 1.5, c),     # negative, zero and > 1: the input is saved
 }
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch) -> list[str]:
+    """Which of the fused kernel's loops ran, one entry per backward that took the kernel: ``rows`` (N, C),
+    ``parallel`` or ``serial`` planes. A wrapper per loop, so a test sees the kernel ran, not only the result."""
+    calls = []
+    for loop in ("_rows", "_planes_parallel", "_planes_serial"):
+        original = getattr(prelu_cpu, loop)
+        monkeypatch.setattr(prelu_cpu, loop, lambda *a, _o=original, _n=loop: calls.append(_n.split("_")[-1])
+                            or _o(*a))
+    return calls
 
 
 def _grads(module: nn.Module, x: torch.Tensor, upstream: torch.Tensor):
@@ -46,7 +58,7 @@ def _compare(shape, channels, slopes, dtype=torch.float32, memory_format=torch.c
 @pytest.mark.parametrize("slopes", sorted(SLOPES))
 @pytest.mark.parametrize("channels", [6, 1])
 @pytest.mark.parametrize("shape", [(64, 6), (3, 6, 11), (5, 6, 7, 7), (33, 6, 4, 4), (2, 6, 3, 3, 3)])
-def test_fused_kernel_matches_torch(shape, channels, slopes, parallel, monkeypatch):
+def test_fused_kernel_matches_torch(shape, channels, slopes, parallel, monkeypatch, kernel_calls):
     monkeypatch.setattr(prelu_cpu, "PARALLEL_MIN_NUMEL", 0 if parallel else 1 << 62)
     threads = torch.get_num_threads()
     torch.set_num_threads(2 if parallel else 1)
@@ -54,12 +66,16 @@ def test_fused_kernel_matches_torch(shape, channels, slopes, parallel, monkeypat
         _compare(shape, channels, SLOPES[slopes])
     finally:
         torch.set_num_threads(threads)
+    # the fused kernel computed it (once: nn.PReLU's backward is torch's), and the loop the shape calls for
+    assert kernel_calls == ["rows" if len(shape) == 2 else "parallel" if parallel else "serial"]
 
 
 @pytest.mark.parametrize("slopes", sorted(SLOPES))
-def test_fused_kernel_in_float64_and_on_a_large_map(slopes):
+def test_fused_kernel_in_float64_and_on_a_large_map(slopes, kernel_calls):
     _compare((2, 4, 5, 5), 4, SLOPES[slopes], dtype=torch.float64)
+    assert kernel_calls == ["serial"]  # 100 elements: below PARALLEL_MIN_NUMEL
     _compare((4, 16, 40, 40), 16, SLOPES[slopes])  # 102,400 elements: the parallel kernel at default threads
+    assert kernel_calls[1:] == ["parallel" if torch.get_num_threads() > 1 else "serial"]
 
 
 @pytest.mark.parametrize("slopes", sorted(SLOPES))

@@ -1,4 +1,4 @@
-"""One loader of runs (delving/runs.py): a real tiny run read from its folder, and the same run served by a fake
+"""One loader of runs (delving/studies/runs.py): a real tiny run read from its folder, and the same run served by a fake
 W&B Api (the rows Lightning logged, as W&B keeps them), must give the same tables."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import TINY
-from delving import slopes
-from delving.config import load_config
+from delving.studies import slopes
+from delving.experiment.config import load_config
 from delving.errors import DelvingError
-from delving.runs import SLOPE_COLUMNS, TABLE_COLUMNS, VARIANCE_COLUMNS, load_runs, network_order
-from delving.train import fit
+from delving.studies.runs import SLOPE_COLUMNS, TABLE_COLUMNS, VARIANCE_COLUMNS, load_runs, network_order
+from delving.experiment.train import fit
 
 EPOCHS = 2
 
@@ -165,6 +165,39 @@ def test_bad_sources_are_one_line_errors(tmp_path):
         load_runs("wandb:empty", api=FakeApi(), filters={"state": "finished"})
     with pytest.raises(DelvingError, match="filters apply to a W&B source"):
         load_runs(tmp_path, filters={"group": "x"})
+
+
+DAMAGE = {
+    "config.yaml": lambda folder: (folder / "config.yaml").write_bytes(bytes(range(256)) * 4),  # binary
+    "result.json": lambda folder: (folder / "result.json").write_text('{"status": "fini'),  # cut short
+    "metrics.csv": lambda folder: (folder / "csv" / "metrics.csv").write_text('a,b\n1,2,3,4\n"x\n'),  # broken
+}
+
+
+def test_damaged_run_folders_are_named_and_left_out(run, tmp_path, capsys):
+    from delving.studies.report import write_report
+    from delving.studies.summary import summarize
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(run, sweep / "good")
+    for name, damage in DAMAGE.items():
+        shutil.copytree(run, sweep / f"bad-{name}")
+        damage(sweep / f"bad-{name}")
+    assert load_runs(sweep).table.run.tolist() == ["good"]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("delving: skipped run bad-") for line in err)
+    for name in DAMAGE:
+        assert any(f"bad-{name}/{name}" in line or f"bad-{name}/csv/{name}" in line for line in err), (name, err)
+    assert "| 9 | prelu | he | 1 |" in summarize(sweep)
+    assert write_report(sweep).is_file()
+
+
+def test_nothing_readable_left_is_one_line(run, tmp_path):
+    for name, damage in DAMAGE.items():
+        shutil.copytree(run, tmp_path / name)
+        damage(tmp_path / name)
+    with pytest.raises(DelvingError, match=r"no readable runs under .* \(first problem: unreadable "):
+        load_runs(tmp_path)
 
 
 def test_layers_sort_in_network_order():

@@ -1,4 +1,4 @@
-"""Slope statistics over trained runs (delving/slopes.py), on run folders with known slopes."""
+"""Slope statistics over trained runs (delving/studies/slopes.py), on run folders with known slopes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from delving import slopes
+from delving.studies import slopes
 from delving.errors import DelvingError
 
 LAYERS = ["conv1", "conv21", "conv22", "conv3", "fc1"]

@@ -1,6 +1,6 @@
-"""Speed options compute the same thing: each switch of delving.speed (channels_last, in-place activations, bf16
+"""Speed options compute the same thing: each switch of delving.experiment.speed (channels_last, in-place activations, bf16
 autocast, torch.compile) against the plain model after a few SGD steps, and the fused SGD against torch's default
-one (delving.layers.PReLU against torch.nn.PReLU: tests/test_prelu_cpu.py). No timings here: benchmarks/train_throughput.py measures speed."""
+one (delving.nn.prelu.PReLU against torch.nn.PReLU: tests/test_prelu_cpu.py). No timings here: benchmarks/train_throughput.py measures speed."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import ROOT
-from delving.config import load_config
+from delving.experiment.config import load_config
 from delving.errors import DelvingError
-from delving.layers import make_activation
+from delving.nn.activations import make_activation
 from delving.models import create_initialized
-from delving.speed import SpeedOptions, apply_speed_options
-from delving.system import sgd
-from delving.system import param_groups
+from delving.experiment.speed import SpeedOptions, apply_speed_options
+from delving.experiment.system import sgd
+from delving.experiment.system import param_groups
 
 STEPS = 3
 FP32_TOL = 1e-4   # relative: the same math in another order (NHWC kernels, fused reductions)
@@ -90,10 +90,20 @@ def test_channels_last_really_changes_the_memory_format():
 
 
 def test_inplace_switches_relus_and_leaves_prelu_alone():
+    plain = [m.inplace for m in _tiny("relu").modules() if isinstance(m, nn.ReLU)]
     relu_model = apply_speed_options(_tiny("relu"), SpeedOptions(inplace_activations=True))
-    assert all(m.inplace for m in relu_model.modules() if isinstance(m, nn.ReLU))
+    switched = [m.inplace for m in relu_model.modules() if isinstance(m, nn.ReLU)]
+    # the tiny net has one ReLU per conv and hidden fc layer (9 weight layers, the classifier has none)
+    assert len(plain) == len(switched) == 8 and not any(plain) and all(switched)
+    # PReLU keeps its input or output for its backward: the switch must not touch it, nor give it an inplace flag
+    before = _tiny("prelu")
     prelu_model = apply_speed_options(_tiny("prelu"), SpeedOptions(inplace_activations=True))
-    assert not any(isinstance(m, nn.ReLU) for m in prelu_model.modules())  # PReLU keeps its input or output for its backward
+    kinds = [type(m) for m in prelu_model.modules()]
+    assert kinds == [type(m) for m in before.modules()] and kinds.count(type(make_activation("prelu", 4))) == 8
+    assert not any(getattr(m, "inplace", False) for m in prelu_model.modules())
+    x = torch.randn(2, 1, 16, 16)
+    prelu_model.eval(), before.eval()
+    torch.testing.assert_close(prelu_model(x.clone()), before(x.clone()), rtol=0, atol=0)
 
 
 def test_config_switches_are_typed_and_checked():
@@ -106,7 +116,7 @@ def test_config_switches_are_typed_and_checked():
 
 
 def test_fit_with_the_switches_on_trains(tiny):
-    from delving.train import fit
+    from delving.experiment.train import fit
 
     cfg = load_config(None, [*tiny, "model.activation=prelu", "trainer.channels_last=true",
                              "trainer.inplace_activations=true", "tracking.log_variance=false"])
@@ -140,8 +150,8 @@ def test_fused_sgd_makes_the_same_update_up_to_rounding():
 def test_the_system_uses_fused_sgd_unless_lightning_must_clip_mixed_precision_gradients(precision, clip, fused):
     from types import SimpleNamespace
 
-    from delving.config import OptimConfig
-    from delving.system import DelvingSystem
+    from delving.experiment.config import OptimConfig
+    from delving.experiment.system import DelvingSystem
 
     system = DelvingSystem(_tiny("prelu"), OptimConfig(gradient_clip_norm=clip, schedule="none"), num_classes=10)
     system._trainer = SimpleNamespace(precision=precision)
@@ -150,7 +160,7 @@ def test_the_system_uses_fused_sgd_unless_lightning_must_clip_mixed_precision_gr
 
 def test_fit_clips_gradients_under_bf16_autocast(tiny):
     """Lightning raises for a fused optimizer when it must clip mixed-precision gradients: the system falls back."""
-    from delving.train import fit
+    from delving.experiment.train import fit
 
     cfg = load_config(None, [*tiny, "trainer.precision=bf16-mixed", "optim.gradient_clip_norm=1.0",
                              "tracking.log_variance=false"])

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from delving.config import load_config
-from delving.train import fit, run_dir
+from delving.experiment.config import load_config
+from delving.experiment.train import fit, run_dir
 
 
 def test_real_training_run_writes_wandb_offline_csv_and_slopes(tiny):
@@ -28,7 +28,8 @@ def test_real_training_run_writes_wandb_offline_csv_and_slopes(tiny):
     assert (folder / "slopes_by_layer.png").stat().st_size > 1000
     # Provenance: resolved config, git commit, library versions.
     prov = json.loads((folder / "provenance.json").read_text())
-    assert prov["versions"]["torch"] == torch.__version__.split("+")[0] or prov["versions"]["torch"]
+    # the installed distribution's version: torch.__version__ without a local build tag such as "+cpu"
+    assert prov["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert "git_commit" in prov and (folder / "config.yaml").read_text().count("activation: prelu") == 1
     assert json.loads((folder / "result.json").read_text())["status"] == "finished"
 
@@ -73,17 +74,6 @@ def test_last_checkpoint_is_the_final_epoch_even_when_validation_stops_improving
     assert sorted(p.name for p in folder.glob("*.ckpt")) == ["epoch000.ckpt", "last.ckpt"]
 
 
-def test_truncated_checkpoint_is_set_aside_and_the_run_starts_again(tiny):
-    cfg = load_config(None, [*tiny, "name=cut"])
-    fit(cfg, progress=False)
-    last = run_dir(cfg) / "checkpoints" / "last.ckpt"
-    last.write_bytes(last.read_bytes()[:100])  # as if killed while writing
-    with pytest.warns(UserWarning, match="unreadable"):
-        result = fit(cfg, progress=False)
-    assert result["status"] == "finished" and [r["epoch"] for r in result["history"]] == [0]
-    assert last.with_suffix(".ckpt.corrupt").is_file() and last.is_file()
-
-
 def test_divergence_is_recorded_not_raised(tiny):
     cfg = load_config(None, [*tiny, "name=diverge", "optim.lr=1e12", "trainer.max_epochs=3"])
     result = fit(cfg, progress=False)
@@ -103,3 +93,52 @@ def test_two_process_ddp_fit_on_cpu(tmp_path):
     assert result["status"] == "finished" and result["epochs"] == 2
     # 4 batches per rank per epoch with 2 ranks: the global step counts each rank's steps once
     assert result["history"][-1]["step"] == 8
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_fit_says_what_is_saved_exits_130_and_the_rerun_continues_the_history(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pandas as pd
+
+    from conftest import ROOT, TINY
+
+    out = tmp_path / "runs"
+    args = [*[f"--{o}" for o in TINY if not o.startswith("trainer.max_epochs")], f"--out_dir={out}", "--name=stop",
+            "--trainer.max_epochs=30"]
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "delving", "fit", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    last = out / "stop" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    line = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and line.startswith("delving: interrupted: stop keeps ") and str(last) in line
+    assert line.endswith("run the same command again to resume")
+    done = int(line.split(" epoch(s) done")[0].rsplit(", ", 1)[1])
+    epochs = done + 2
+    rerun = subprocess.run([sys.executable, "-m", "delving", "fit", *args[:-1], f"--trainer.max_epochs={epochs}"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    metrics = pd.read_csv(out / "stop" / "csv" / "metrics.csv")
+    assert not metrics.duplicated().any()
+    assert sorted(metrics.dropna(subset=["val/err1"]).epoch.astype(int)) == list(range(epochs))
+
+
+def test_a_ddp_fit_ends_its_process_group(tiny, monkeypatch):
+    # A gloo group left open aborts the interpreter's exit now and then (exit code -6 after a finished run).
+    for key in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)  # Lightning sets some of them; they must not reach later tests
+    monkeypatch.setenv("MASTER_PORT", "0")
+    cfg = load_config(None, [*tiny, "trainer.strategy=ddp", "trainer.devices=1", "trainer.accelerator=cpu",
+                             "name=ddp1"])
+    assert fit(cfg, progress=False)["status"] == "finished"
+    assert not torch.distributed.is_initialized()

@@ -20,13 +20,21 @@ runs in its decoding threads, before ``ToTensor`` (placed after it, it hangs: ff
 
 from __future__ import annotations
 
+import ctypes
 import os
+import queue
 import shutil
+import signal
+import sys
 import tempfile
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import Process, Queue, Value
 from pathlib import Path
 
+import cv2
 import lightning as L
 import numpy as np
 import torch
@@ -36,6 +44,7 @@ from ffcv.fields.rgb_image import IMAGE_MODES, CenterCropRGBImageDecoder, Random
     ResizedCropRGBImageDecoder
 from ffcv.libffcv import imdecode, resize_crop
 from ffcv.loader import Loader, OrderOption
+from ffcv.memory_allocator import MemoryAllocator
 from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.compiler import Compiler
 from ffcv.reader import Reader
@@ -67,24 +76,141 @@ class WriteReport:
 
 
 class _Images:
-    """The samples FFCV's writer reads, in its worker processes. An exception there hangs FFCV's writer for
-    ever (its progress loop waits for a count that never comes), so a file that fails to decode is reported
-    through a folder of marker files and a 1-pixel placeholder is written; the caller then fails or rewrites."""
+    """The samples FFCV's writer reads, in its worker processes. A file that fails to decode is reported through a
+    folder of marker files and a 1-pixel placeholder is written; the caller then fails or rewrites without it.
 
-    def __init__(self, samples: list[tuple[str, int]], failures: Path):
-        self.samples, self.failures = samples, failures
+    Images are shrunk here to ``max_resolution`` (longer side), with every side kept at one pixel or more: FFCV's
+    own resizer truncates each side, so a legal 3×2000 JPEG became 0×500 and failed inside ``cv2.resize``. Here
+    the image is already small enough and FFCV's resizer leaves it alone. ``current`` is the file being written,
+    for the report of a worker that fails outside this class (in FFCV's encoder)."""
+
+    def __init__(self, samples: list[tuple[str, int]], failures: Path, max_resolution: int | None = None):
+        self.samples, self.failures, self.max_resolution = samples, failures, max_resolution
+        self.current = None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
+        self.current = path
         try:
             with Image.open(path) as image:
-                return np.asarray(image.convert("RGB")), label
+                return fit_resolution(np.asarray(image.convert("RGB")), self.max_resolution), label
         except Exception as err:  # noqa: BLE001 - any undecodable file: report it, never raise here
             (self.failures / str(index)).write_text(f"{path}\t{type(err).__name__}: {err}")
             return np.zeros((1, 1, 3), np.uint8), label
+
+
+def fit_resolution(image: np.ndarray, max_resolution: int | None) -> np.ndarray:
+    """``image`` (H×W×3) shrunk so that its longer side is at most ``max_resolution``, each side >= 1 pixel.
+
+    The same sizes and interpolation (OpenCV's INTER_AREA) as FFCV's ``resizer``, except that no side drops to 0.
+    """
+    height, width = image.shape[:2]
+    if not max_resolution or max(height, width) <= max_resolution:
+        return image
+    ratio = max_resolution / max(height, width)
+    size = (max(1, int(ratio * width)), max(1, int(ratio * height)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+class _WorkerDied(Exception):
+    """A writer process ended before its work was done (its report, if it could write one, is a marker file)."""
+
+
+def _worker(work_fn, partial: str, failures: Path, parent: int, *args) -> None:
+    """One FFCV writer process, made to stop with its parent: Linux sends it SIGTERM when the parent dies (even by
+    SIGKILL), and it then deletes the partial file and the marker folder itself (a living parent stops its workers
+    with SIGKILL and cleans up after them). Ctrl-C is the parent's to handle. A failure is written to a marker
+    naming the file being written, and the process exits without a traceback."""
+    def stop(*_):
+        Path(partial).unlink(missing_ok=True)
+        shutil.rmtree(failures, ignore_errors=True)
+        os._exit(1)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop)
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        stop()
+    dataset = args[-1]
+    try:
+        work_fn(*args)
+    except BaseException as err:  # noqa: BLE001 - reported to the parent through the marker
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]  # OpenCV's messages span lines
+        (failures / f"worker-{os.getpid()}").write_text(f"{dataset.current}\t{reason}")
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class _SupervisedWriter(DatasetWriter):
+    """FFCV's ``DatasetWriter``, whose parent watches its workers. FFCV's own loop waits until the workers have
+    counted every sample: a worker that raised left it waiting for ever, and workers outlived a killed parent,
+    writing on. Here a dead worker stops the write (:class:`_WorkerDied`), the workers are stopped whenever the
+    parent leaves (error, Ctrl-C, SIGTERM) and die with it (SIGKILL), and the shared memory is always released."""
+
+    def __init__(self, fname: str, fields: dict, num_workers: int, failures: Path, progress: bool):
+        super().__init__(fname, fields, num_workers=num_workers)
+        self.failures, self.progress = failures, progress
+
+    def _write_common(self, num_samples, queue_content, work_fn, extra_worker_args):
+        self.num_samples = num_samples
+        self.prepare()
+        work, allocations, done = Queue(), Queue(), Value(ctypes.c_uint64, 0)
+        for todo in [*queue_content, *[None] * self.num_workers]:  # None: no more work for one worker
+            work.put(todo)
+        allocator = MemoryAllocator(self.fname, self.data_region_start, self.page_size)
+        args = (work, self.metadata_sm, self.metadata_type, self.fields, allocator, done, allocations,
+                *extra_worker_args)
+        workers = [Process(target=_worker, args=(work_fn, self.fname, self.failures, os.getpid(), *args), daemon=True)
+                   for _ in range(self.num_workers)]
+        try:
+            for process in workers:
+                process.start()
+            self._wait(workers, done)
+            self.finalize(self._collect(workers, allocations))
+        finally:
+            for process in workers:
+                if process.is_alive():
+                    process.kill()  # not SIGTERM: that is the workers' signal that this process has died
+            for process in workers:
+                if process.pid is not None:  # started
+                    process.join()
+            for pipe in (work, allocations):  # unread work left in a pipe must not block this process's exit
+                pipe.cancel_join_thread()
+                pipe.close()
+            self.metadata_sm.close()
+            self.metadata_sm.unlink()
+
+    def _wait(self, workers, done) -> None:
+        seen = 0
+        with tqdm(total=self.num_samples, disable=not self.progress, desc="writing", unit="img") as bar:
+            while seen < self.num_samples:
+                _check_alive(workers)
+                bar.update(done.value - seen)
+                seen = done.value
+                time.sleep(0.05)
+
+    def _collect(self, workers, allocations) -> list:
+        collected = []
+        for _ in workers:
+            while True:
+                try:
+                    collected.extend(allocations.get(timeout=0.2))
+                    break
+                except queue.Empty:
+                    _check_alive(workers)
+        return collected
+
+
+def _check_alive(workers) -> None:
+    dead = [p.exitcode for p in workers if p.exitcode not in (None, 0)]
+    if dead:
+        raise _WorkerDied(f"a writer process exited with code {dead[0]}")
 
 
 def list_images(split_dir: Path) -> list[tuple[str, int]]:
@@ -126,44 +252,103 @@ def write_beton(split_dir: str | Path, out: str | Path, *, max_resolution: int |
     """Write ``split_dir/<class>/*.jpg`` to ``out`` with fields ``image`` (RGBImageField) and ``label``.
 
     Defaults are ffcv-imagenet's (longer side at most 500, half of the images JPEG-compressed at quality 90,
-    the others raw pixels); ``max_resolution=None`` keeps each file's own resolution. The file appears only
-    when complete: it is written to ``<out>.partial`` and renamed, and the partial file is removed on any error.
+    the others raw pixels); ``max_resolution=None`` (or 0) keeps each file's own resolution. The file appears only
+    when complete: it is written to ``<out>.partial`` and renamed, and the partial file is removed on any error,
+    on Ctrl-C or SIGTERM, and by the writer processes themselves when this process is killed.
     """
     split_dir, out = Path(split_dir), Path(out)
-    if write_mode not in WRITE_MODES:
-        raise DelvingError(f"write mode {write_mode!r} is not one of {choices(WRITE_MODES)}")
-    if out.exists() and not overwrite:
-        raise DelvingError(f"{out} exists; pass --overwrite to replace it")
-    if not out.parent.is_dir():
-        raise DelvingError(f"output folder not found: {out.parent}")
+    _check_write_options(max_resolution, jpeg_quality, compress_probability, write_mode, workers)
+    _check_output(out, overwrite)
+    if split_dir.exists() and not split_dir.is_dir():
+        raise DelvingError(f"{split_dir} is a file; give the split's folder (<split>/<class>/*.jpg)")
     samples = list_images(split_dir)
     workers = workers or available_cpus()
     bad = _check_headers(samples, workers, progress)
     if bad and not skip_bad:
         raise _unreadable(*next(iter(bad.items())))
-    samples = [s for s in samples if s[0] not in bad]
     fields = {"image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution or None,
                                      jpeg_quality=jpeg_quality, compress_probability=compress_probability),
               "label": IntField()}
-    failed = _write_atomically(out, fields, samples, workers)
-    if failed and not skip_bad:
-        raise _unreadable(*next(iter(failed.items())))
-    if failed:  # rare (a file whose header reads but whose data does not): write again without them
-        samples = [s for s in samples if s[0] not in failed]
-        _write_atomically(out, fields, samples, workers)
-    return WriteReport(out, len(samples), sorted([*bad, *failed]))
+    skipped = dict(bad)
+    with _SigtermAsInterrupt():
+        while True:  # a file whose header reads but whose data does not: fail, or write again without it
+            samples = [s for s in samples if s[0] not in skipped]
+            if not samples:
+                raise DelvingError(f"no readable images in {split_dir} ({len(skipped)} unreadable, e.g. "
+                                   f"{next(iter(skipped))}); nothing written")
+            failed = _write_atomically(out, fields, samples, workers, max_resolution, progress)
+            if failed and not skip_bad:
+                raise _unreadable(*next(iter(failed.items())))
+            if not failed:
+                return WriteReport(out, len(samples), sorted(skipped))
+            skipped.update(failed)
 
 
-def _write_atomically(out: Path, fields: dict, samples, workers: int) -> dict[str, str]:
+def _check_write_options(max_resolution, jpeg_quality, compress_probability, write_mode, workers) -> None:
+    if write_mode not in WRITE_MODES:
+        raise DelvingError(f"write mode {write_mode!r} is not one of {choices(WRITE_MODES)}")
+    if max_resolution is not None and max_resolution < 0:
+        raise DelvingError(f"--max-resolution {max_resolution} must be >= 1, or 0 to keep each file's own size")
+    if not 1 <= jpeg_quality <= 100:
+        raise DelvingError(f"--jpeg-quality {jpeg_quality} is out of range; valid: 1 to 100")
+    if not 0.0 <= compress_probability <= 1.0:
+        raise DelvingError(f"--compress-probability {compress_probability} is out of range; valid: 0 to 1")
+    if workers is not None and workers < 1:
+        raise DelvingError(f"--workers {workers} must be >= 1 (or left out: the usable CPUs)")
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    if out.is_dir():
+        raise DelvingError(f"--out {out} is a directory; give the .beton file to write, e.g. {out / 'train.beton'}")
+    if out.exists() and not overwrite:
+        raise DelvingError(f"{out} exists; pass --overwrite to replace it")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise DelvingError(f"output folder {out.parent} is a file, not a folder")
+    if not out.parent.is_dir():
+        raise DelvingError(f"output folder not found: {out.parent}")
+    if not os.access(out.parent, os.W_OK):
+        raise DelvingError(f"output folder {out.parent} is not writable (permission denied)")
+
+
+class _SigtermAsInterrupt:
+    """SIGTERM raises KeyboardInterrupt while writing, so the clean-up of Ctrl-C also runs on ``kill``: the writer
+    processes are stopped and the partial file removed (by default SIGTERM ends Python without any clean-up)."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(*_):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _write_atomically(out: Path, fields: dict, samples, workers: int, max_resolution: int | None,
+                      progress: bool = False) -> dict[str, str]:
+    """Write ``samples`` to ``out`` through ``out.partial``; return {path: reason} of the files that failed
+    (nothing is renamed then)."""
     partial = out.with_name(out.name + ".partial")
     failures = Path(tempfile.mkdtemp(prefix="delving-ffcv-"))
     try:
-        DatasetWriter(str(partial), fields, num_workers=workers).from_indexed_dataset(_Images(samples, failures))
+        writer = _SupervisedWriter(str(partial), fields, min(workers, len(samples)), failures, progress)
+        try:
+            writer.from_indexed_dataset(_Images(samples, failures, max_resolution))
+        except _WorkerDied as died:
+            if not any(failures.iterdir()):  # killed from outside (e.g. out of memory): no file to blame
+                raise DelvingError(f"write-ffcv: {died} without a report (out of memory?); nothing written") from None
         failed = dict(f.read_text().split("\t", 1) for f in failures.iterdir())
         if not failed:
             os.replace(partial, out)
         return failed
-    finally:  # also on KeyboardInterrupt: never leave a partial .beton behind
+    except OSError as err:
+        raise DelvingError(f"cannot write {partial}: {err.strerror or err}") from None
+    finally:  # also on KeyboardInterrupt and SIGTERM: never leave a partial .beton behind
         partial.unlink(missing_ok=True)
         shutil.rmtree(failures, ignore_errors=True)
 

@@ -10,6 +10,8 @@ Train pipeline, in order (Sec. 3), for a crop size c (224 in the paper):
   colour altering [16], which torchvision does not ship.
 Validation: shorter side c·256/224, centre c×c crop ("resize 256, centre crop 224").
 Normalization: per-channel ImageNet mean/std, where the paper subtracts a per-pixel mean image.
+Order and augmentation are functions of (run seed, epoch, image) (:mod:`delving.data.order`): the same with any
+number of workers, and the same in a run resumed at any batch as in one that was not interrupted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from delving.data.order import EpochSampler, ResumableLoader, SeededSamples
 from delving.errors import DelvingError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -73,8 +76,9 @@ class FolderDataModule(L.LightningDataModule):
     in_chans = 3
 
     def __init__(self, root: str | Path, image_size: int = 224, batch_size: int = 128, num_workers: int = 0,
-                 augmentation: str = "scale_jitter", color_jitter: bool = False):
+                 augmentation: str = "scale_jitter", color_jitter: bool = False, seed: int = 0):
         super().__init__()
+        self.seed = seed
         self.root = Path(root)
         self.classes = class_names(self.root / "train")
         self.num_classes = len(self.classes)
@@ -83,7 +87,8 @@ class FolderDataModule(L.LightningDataModule):
 
     @classmethod
     def from_config(cls, cfg, seed: int = 0) -> "FolderDataModule":
-        return cls(cfg.root, cfg.image_size, cfg.batch_size, cfg.num_workers, cfg.augmentation, cfg.color_jitter)
+        return cls(cfg.root, cfg.image_size, cfg.batch_size, cfg.num_workers, cfg.augmentation, cfg.color_jitter,
+                   seed)
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set = datasets.ImageFolder(
@@ -94,8 +99,13 @@ class FolderDataModule(L.LightningDataModule):
                                f"{self.classes[:3]}...; they must match")
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, num_workers=self.num_workers,
-                          drop_last=True, persistent_workers=self.num_workers > 0)
+        # An epoch-seeded sampler (not RandomSampler) and a loader generator of its own: the order and the worker
+        # seeds then draw nothing from the global RNG, which dropout uses.
+        return ResumableLoader(SeededSamples(self.train_set), self.batch_size,
+                               sampler=EpochSampler(len(self.train_set), self.seed, seeded=True),
+                               num_workers=self.num_workers, drop_last=True, persistent_workers=self.num_workers > 0,
+                               generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(self.seed))

@@ -11,13 +11,17 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Sequence, Union
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg
 from torch import nn
 
 from delving.errors import DelvingError
-from delving.layers import SpatialPyramidPool, make_activation
+from delving.nn.activations import make_activation
+from delving.nn.pooling import SpatialPyramidPool
 
 
 @dataclass(frozen=True)
@@ -67,26 +71,66 @@ class DelvingNet(nn.Module):
     """A plain (no batch norm, no shortcut) rectifier net: ``features`` -> ``pool`` (SPP) -> ``head`` (fc layers).
 
     The feature extractor and the classifier are separate modules, as timm does (``forward_features``,
-    ``forward_head``), so dense testing can run the head on windows of the feature map.
+    ``forward_head``), so dense testing can run the head on windows of the feature map. timm's model interface:
+    ``num_features`` (channels of ``forward_features``), ``head_hidden_size`` (width of
+    ``forward_head(pre_logits=True)``, fc2's), ``feature_info`` (the last conv of each stage, for
+    ``features_only=True``), ``get_classifier``/``reset_classifier`` (the last fc) and ``no_weight_decay`` (the
+    PReLU slopes: the paper does not decay them, Sec. 2.1).
     """
 
     def __init__(self, features: nn.Sequential, pool: nn.Module, head: nn.Sequential, num_classes: int,
-                 num_features: int):
+                 head_hidden_size: int, feature_info: list[dict] | None = None):
         super().__init__()
         self.features = features
         self.pool = pool
         self.head = head
         self.num_classes = num_classes
-        self.num_features = num_features  # length of the pooled vector that enters fc1
+        self.feature_info = feature_info or []
+        self.num_features = self.feature_info[-1]["num_chs"] if self.feature_info else 0
+        self.head_hidden_size = head_hidden_size  # the last fc's input width
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(x))
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """SPP and the fc layers; ``pre_logits``: stop before the last fc (fc2's activations, after dropout)."""
+        x = self.pool(x)
+        if not pre_logits:
+            return self.head(x)
+        for layer in list(self.head)[:-1]:
+            x = layer(x)
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return _fc_of(self.head[-1])
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh last fc with ``num_classes`` outputs (0: none, the head ends at fc2), torch's default init.
+
+        Raises:
+            DelvingError: for a ``global_pool``: the pooling is the paper's SPP (Sec. 2.3), not a choice here.
+        """
+        if global_pool is not None:
+            raise DelvingError(f"global_pool={global_pool!r} is not supported; valid: None (the pooling is SPP)")
+        self.num_classes = num_classes
+        self.head[-1].fc = _classifier(self.head_hidden_size, num_classes)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the PReLU slopes, which timm's optimizer factory then leaves undecayed (Sec. 2.1: "we do not
+        use weight decay (l2 regularization) when updating a_i")."""
+        return {f"{name}.{p}" if name else p for name, m in self.named_modules() if isinstance(m, nn.PReLU)
+                for p, _ in m.named_parameters(recurse=False)}
+
+
+def _fc_of(layer: nn.Sequential) -> nn.Module:
+    return layer.fc
+
+
+def _classifier(width: int, num_classes: int) -> nn.Module:
+    return nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
 
 
 def _conv_names(table: Sequence[Spec]) -> list[str]:
@@ -112,24 +156,13 @@ def _conv_names(table: Sequence[Spec]) -> list[str]:
     return names
 
 
-# What timm's create_model passes about pretrained weights; none of these nets has published weights.
-TIMM_WEIGHT_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
-
-
-def entrypoint_kwargs(name: str, pretrained: bool, kwargs: dict) -> dict:
-    """The builder's share of a timm entrypoint's arguments: refuse ``pretrained``, drop timm's weight settings."""
-    if pretrained:
-        raise DelvingError(f"{name} has no pretrained weights; valid: pretrained=False")
-    return {key: value for key, value in kwargs.items() if key not in TIMM_WEIGHT_KWARGS}
-
-
 def build(table: Sequence[Spec], activation: str = "relu", in_chans: int = 3, num_classes: int = 1000,
           drop_rate: float = 0.0) -> DelvingNet:
     """Build the net a table describes.
 
     Args:
         table: convs and pools, then one SPP, then the fc layers (the last with width None).
-        activation: a name from :data:`delving.layers.ACTIVATIONS`, used after every conv and fc1/fc2.
+        activation: a name from :data:`delving.nn.activations.ACTIVATIONS`, used after every conv and fc1/fc2.
         in_chans: input image channels.
         num_classes: outputs of the last fc.
         drop_rate: dropout after each hidden fc's activation (the paper: 0.5 on fc1 and fc2).
@@ -137,24 +170,55 @@ def build(table: Sequence[Spec], activation: str = "relu", in_chans: int = 3, nu
     convs = [s for s in table if isinstance(s, (Conv, Pool))]
     spp = next(s for s in table if isinstance(s, SPP))
     fcs = [s for s in table if isinstance(s, FC)]
-    features, channels = OrderedDict(), in_chans
+    features, channels, stride, stage_ends = OrderedDict(), in_chans, 1, {}
     for name, spec in zip(_conv_names(convs), convs):
         if isinstance(spec, Conv):
             padding = spec.kernel // 2 if spec.padding is None else spec.padding
             conv = nn.Conv2d(channels, spec.width, spec.kernel, spec.stride, padding, padding_mode=spec.padding_mode)
             features[name] = nn.Sequential(OrderedDict(conv=conv, act=make_activation(activation, spec.width)))
-            channels = spec.width
+            channels, stride = spec.width, stride * spec.stride
+            stage_ends[len([n for n in features if n.startswith("pool")])] = (name, channels, stride)
         else:
             features[name] = nn.MaxPool2d(spec.kernel, spec.stride)
+            stride *= spec.stride
     pool = SpatialPyramidPool(spp.levels)
     head, width = OrderedDict(flatten=nn.Flatten()), channels * pool.bins
     for i, spec in enumerate(fcs, start=1):
-        out = spec.width or num_classes
-        layers = OrderedDict(fc=nn.Linear(width, out))
-        if i < len(fcs):
+        last = i == len(fcs)
+        hidden = width
+        out = num_classes if last else spec.width
+        layers = OrderedDict(fc=_classifier(width, out) if last else nn.Linear(width, out))
+        if not last:
             layers["act"] = make_activation(activation, out)
             if drop_rate > 0:
                 layers["drop"] = nn.Dropout(drop_rate)
         head[f"fc{i}"] = nn.Sequential(layers)
         width = out
-    return DelvingNet(nn.Sequential(features), pool, nn.Sequential(head), num_classes, channels * pool.bins)
+    # timm's feature_info: each stage's last conv (a stage closes at a pool), with its total stride.
+    info = [dict(num_chs=c, reduction=r, module=f"features.{n}") for n, c, r in stage_ends.values()]
+    return DelvingNet(nn.Sequential(features), pool, nn.Sequential(head), num_classes, hidden, info)
+
+
+def feature_cfg(table: Sequence[Spec]) -> dict:
+    """timm's ``feature_cfg`` for ``features_only=True``: every stage by default (a stage closes at a pool), the
+    Sequential ``features`` flattened so that timm's FeatureListNet reaches its convs."""
+    stages = 1 + sum(isinstance(s, Pool) for s in table)
+    return dict(flatten_sequential=True, out_indices=tuple(range(stages)))
+
+
+def create(variant: str, table: Sequence[Spec], pretrained: bool, kwargs: dict) -> nn.Module:
+    """A registered model through timm's ``build_model_with_cfg``: the variant's ``pretrained_cfg`` set on the
+    model (``timm.data.resolve_data_config`` reads it), ``features_only``/``out_indices`` handled by timm."""
+    if pretrained:
+        raise DelvingError(f"{variant} has no pretrained weights; valid: pretrained=False")
+    return build_model_with_cfg(partial(build, table), variant, pretrained, feature_cfg=feature_cfg(table), **kwargs)
+
+
+def default_cfg(input_size: int, min_input_size: int, crop_pct: float, **kwargs) -> dict:
+    """A timm ``pretrained_cfg`` (no weights): input sizes, ImageNet's per-channel mean/std (as
+    ``delving.data.folder`` normalizes; the paper subtracts a per-pixel mean image), bilinear resizing,
+    conv1 as the first conv and the last fc as the classifier."""
+    return dict(num_classes=1000, input_size=(3, input_size, input_size),
+                min_input_size=(3, min_input_size, min_input_size), crop_pct=crop_pct, interpolation="bilinear",
+                mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv="features.conv1.conv",
+                classifier="head.fc3.fc", paper_ids="arXiv:1502.01852", **kwargs)

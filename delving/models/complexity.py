@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import timm
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from delving.models.factory import require_registered
+from delving.errors import DelvingError
+from delving.models.factory import create_model
 from delving.models.paper import PAPER_MODELS
 
 
@@ -37,13 +37,19 @@ class ModelSize:
 def model_size(name: str, input_size: int = 224, activation: str = "relu", num_classes: int = 1000,
                in_chans: int = 3, **kwargs) -> ModelSize:
     """Count ``name``'s parameters and multiply-adds for one ``in_chans`` × ``input_size``² image."""
-    require_registered(name)
     with torch.device("meta"):
-        model = timm.create_model(name, activation=activation, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        model = create_model(name, activation, num_classes=num_classes, in_chans=in_chans, **kwargs)
         x = torch.empty(1, in_chans, input_size, input_size)
+    # timm's cfg: the paper's models need a large enough map for their SPP levels
+    smallest = ((getattr(model, "pretrained_cfg", None) or {}).get("min_input_size") or (None,))[-1]
+    if smallest and input_size < smallest:
+        raise DelvingError(f"--size {input_size} is too small for {name}; valid: >= {smallest}")
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
+    try:
+        with counter, torch.no_grad():
+            model(x)
+    except RuntimeError as err:  # a map shrunk below a kernel or pooling window on the way
+        raise DelvingError(f"--size {input_size} is too small for {name} ({str(err).splitlines()[0]})") from None
     paper = PAPER_MODELS.get(name)
     return ModelSize(
         name=name, input_size=input_size,
@@ -51,8 +57,8 @@ def model_size(name: str, input_size: int = 224, activation: str = "relu", num_c
         slope_params=sum(p.numel() for m in model.modules() if isinstance(m, nn.PReLU) for p in m.parameters()),
         mult_adds=counter.get_total_flops() / 2,
         depth=sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules()),
-        paper_mult_adds=paper[2] if paper and input_size == 224 else None,
-        paper_depth=paper[1] if paper else None,
+        paper_mult_adds=paper.mult_adds if paper and input_size == 224 else None,
+        paper_depth=paper.depth if paper else None,
     )
 
 

@@ -14,9 +14,11 @@ Choices where the paper is silent (stated here and in the README):
 
 from __future__ import annotations
 
-from timm.models import register_model
+from typing import NamedTuple
 
-from delving.models.builder import FC, SPP, Conv, DelvingNet, Pool, Spec, build, entrypoint_kwargs
+from timm.models import generate_default_cfgs, register_model
+
+from delving.models.builder import FC, SPP, Conv, DelvingNet, Pool, Spec, create, default_cfg
 
 
 def _stage(count: int, width: int, kernel: int = 3, padding=None) -> list[Conv]:
@@ -47,23 +49,38 @@ def table_1(extra_stage3: int = 0) -> list[Spec]:
     ]
 
 
-# name: (table, the paper's depth in conv + fc layers, Table 3's complexity in multiply-adds, smallest input size
-# at which the last conv map is at least as large as the largest SPP level)
-PAPER_MODELS: dict[str, tuple[list[Spec], int, float | None, int]] = {
-    "delving_model_a": (table_3(5, (256, 512, 512)), 19, 1.90e10, 112),
-    "delving_model_b": (table_3(6, (256, 512, 512)), 22, 2.32e10, 112),
-    "delving_model_c": (table_3(6, (384, 768, 896)), 22, 5.30e10, 112),
-    "delving_small14": (table_1(), 14, None, 80),
-    "delving_small30": (table_1(16), 30, None, 80),
+class PaperModel(NamedTuple):
+    """A model of the paper: its layer table, its depth in conv + fc layers, Table 3's complexity in multiply-adds
+    (None where the paper gives none). Input sizes live in the timm ``pretrained_cfg`` (``default_cfgs``)."""
+
+    table: list[Spec]
+    depth: int
+    mult_adds: float | None
+
+
+PAPER_MODELS: dict[str, PaperModel] = {
+    "delving_model_a": PaperModel(table_3(5, (256, 512, 512)), 19, 1.90e10),
+    "delving_model_b": PaperModel(table_3(6, (256, 512, 512)), 22, 2.32e10),
+    "delving_model_c": PaperModel(table_3(6, (384, 768, 896)), 22, 5.30e10),
+    "delving_small14": PaperModel(table_1(), 14, None),
+    "delving_small30": PaperModel(table_1(16), 30, None),
 }
+
+# timm's pretrained_cfg of each (no weights): the paper trains on 224×224 crops and tests single-view on the center
+# 224 of the image resized to 256 (crop_pct 0.875, Sec. 3); min_input_size is the smallest input whose last conv
+# map is at least as large as the largest SPP level (7 for Table 3: 112; 6 for Table 1: 80).
+default_cfgs = generate_default_cfgs({
+    "delving_model_a": default_cfg(224, 112, 0.875),
+    "delving_model_b": default_cfg(224, 112, 0.875),
+    "delving_model_c": default_cfg(224, 112, 0.875),
+    "delving_small14": default_cfg(224, 80, 0.875),
+    "delving_small30": default_cfg(224, 80, 0.875),
+})
 
 
 def _create(name: str, pretrained: bool, kwargs: dict) -> DelvingNet:
-    kwargs = entrypoint_kwargs(name, pretrained, kwargs)
     kwargs.setdefault("drop_rate", 0.5)
-    model = build(PAPER_MODELS[name][0], **kwargs)
-    model.min_input_size = PAPER_MODELS[name][3]
-    return model
+    return create(name, PAPER_MODELS[name].table, pretrained, kwargs)
 
 
 @register_model

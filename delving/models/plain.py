@@ -24,10 +24,10 @@ depth is 9 (one stage-3 conv).
 
 from __future__ import annotations
 
-from timm.models import register_model
+from timm.models import generate_default_cfgs, register_model
 
 from delving.errors import DelvingError, choices
-from delving.models.builder import FC, SPP, Conv, DelvingNet, Pool, Spec, build, entrypoint_kwargs
+from delving.models.builder import FC, SPP, Conv, DelvingNet, Pool, Spec, create, default_cfg
 
 STAGE2_CONVS = 4  # Table 1: conv21..conv24
 MIN_DEPTH = 1 + STAGE2_CONVS + 1 + 3  # conv1, stage 2, one stage-3 conv, three fc
@@ -56,6 +56,12 @@ def plain_table(depth: int, widths: tuple[int, int, int] = (16, 32, 64), fc_widt
     ]
 
 
+# timm's pretrained_cfg (no weights): 16×16 inputs, the whole image (digits, Sec. 2.2's study scaled down); the
+# last conv map is 1/4 of the input, so 16 is the smallest input for the default SPP level 4. The digits data
+# normalizes itself (per-pixel mean, global std); mean/std are ImageNet's for 3-channel photos.
+default_cfgs = generate_default_cfgs({"delving_plain": default_cfg(16, 16, 1.0)})
+
+
 @register_model
 def delving_plain(pretrained: bool = False, depth: int = 30, widths=(16, 32, 64), fc_width: int = 128,
                   spp_levels=(4,), padding_mode: str = "circular", **kwargs) -> DelvingNet:
@@ -64,4 +70,4 @@ def delving_plain(pretrained: bool = False, depth: int = 30, widths=(16, 32, 64)
     Other keyword arguments (``activation``, ``in_chans``, ``num_classes``, ``drop_rate``) go to the builder.
     """
     table = plain_table(depth, tuple(widths), fc_width, tuple(spp_levels), padding_mode)
-    return build(table, **entrypoint_kwargs("delving_plain", pretrained, kwargs))
+    return create("delving_plain", table, pretrained, kwargs)

@@ -1,0 +1,357 @@
+"""Sweeps in W&B's own YAML format, run locally (offline) or through a W&B server.
+
+W&B cannot create or run a sweep without its server (wandb issues 6234, 4586, 2008), so the same file runs two
+ways:
+
+- ``run_local``: enumerate the grid here, run every cell as an offline run in ``runs/<sweep name>/<cell>/``, skip
+  cells whose ``result.json`` exists, resume an unfinished cell from its ``last.ckpt``, and record a diverged cell
+  as such and go on. Cells run in ``jobs`` worker processes (imports cost ~5 s, so a process runs many cells).
+- ``run_wandb``: ``wandb.sweep`` + ``wandb agent``; each agent runs the YAML's ``command`` (``delving fit``).
+
+The special parameter ``config`` names the experiment YAML; every other parameter is a dotted config key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from delving.experiment.config import RunConfig, load_config
+from delving.cpus import available_cpus
+from delving.errors import DelvingError
+from delving.experiment.run_dir import FilesystemError, RunDir, RunLocked, filesystem_error
+
+CONFIG_KEY = "config"
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep file: its name, grid parameters (in file order) and fixed parameters."""
+
+    path: Path
+    name: str
+    grid: dict[str, list]
+    fixed: dict[str, object]
+    raw: dict = field(repr=False, default_factory=dict)
+
+    def cells(self) -> list[dict]:
+        """Every grid point as ``{key: value}``, in the file's order (first parameter varies slowest)."""
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a W&B sweep YAML; any problem is a one-line :class:`DelvingError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DelvingError(f"sweep file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise DelvingError(f"malformed sweep YAML {path}{f' line {mark.line + 1}' if mark else ''}: "
+                           f"{getattr(err, 'problem', err)}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("parameters"), dict) or not raw["parameters"]:
+        raise DelvingError(f"malformed sweep YAML {path}: needs a 'parameters' mapping (W&B sweep format)")
+    if raw.get("method", "grid") != "grid":
+        raise DelvingError(f"sweep {path}: method {raw.get('method')!r} cannot run locally; valid: 'grid' "
+                           f"(use --wandb for W&B's random/bayes search)")
+    grid, fixed = {}, {}
+    for key, spec in raw["parameters"].items():
+        if isinstance(spec, dict) and isinstance(spec.get("values"), list) and spec["values"]:
+            grid[key] = _unique(path, key, spec["values"])
+        elif isinstance(spec, dict) and "value" in spec:
+            fixed[key] = spec["value"]
+        else:
+            raise DelvingError(f"malformed sweep YAML {path}: parameter {key!r} needs 'value: x' or a non-empty "
+                               f"'values: [...]' list")
+    return Sweep(path, str(raw.get("name") or path.stem), grid, fixed, raw)
+
+
+def _unique(path: Path, key: str, values: list) -> list:
+    """The values in file order, each once: a repeated value would make two cells of one run folder."""
+    unique = []
+    for value in values:
+        if value not in unique:
+            unique.append(value)
+    if len(unique) < len(values):
+        print(f"delving: note: sweep {path}: parameter {key!r} lists a value more than once; each cell runs once "
+              f"({len(values)} values -> {len(unique)})", file=sys.stderr)
+    return unique
+
+
+def cell_name(cell: dict) -> str:
+    """A folder name from a grid point: ``activation=relu,scheme=he,depth=30,seed=0``."""
+    return ",".join(f"{key.rsplit('.', 1)[-1]}={Path(str(value)).stem if key == CONFIG_KEY else value}"
+                    for key, value in cell.items())  # a grid over experiment YAMLs: config=<file stem>
+
+
+def cell_config(sweep: Sweep, cell: dict, out_root: Path) -> RunConfig:
+    """The run config of one grid point: experiment YAML <- fixed parameters <- the point's values."""
+    params = {**sweep.fixed, **cell}
+    config_path = params.pop(CONFIG_KEY, None)
+    overrides = [f"{key}={_yaml_value(value)}" for key, value in params.items()]
+    overrides += [f"out_dir={out_root}", f"name={cell_name(cell)}", f"tracking.group={sweep.name}"]
+    try:
+        return load_config(config_path, overrides)
+    except DelvingError as err:  # name the grid point: the sweep checks every cell before the first run
+        raise DelvingError(f"sweep cell {cell_name(cell)}: {err}") from None
+
+
+def _yaml_value(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def configs(sweep: Sweep, out_root: Path) -> list[RunConfig]:
+    """Every cell's config, all checked before the first run starts (a bad key fails the sweep at once)."""
+    return [cell_config(sweep, cell, out_root) for cell in sweep.cells()]
+
+
+def check_cells(cfgs: list[RunConfig]) -> None:
+    """Before the first run: every cell's model builds and initializes, and no cell's folder holds a run of another
+    config. A problem is a one-line error naming the cell."""
+    import copy
+
+    from delving.experiment.config import LSUV, to_dict
+    from delving.experiment.train import build_model, run_dir
+
+    built = set()
+    for cfg in cfgs:
+        RunDir(run_dir(cfg)).check_identity(to_dict(cfg))
+        key = repr((cfg.model, cfg.init, cfg.data.name, cfg.data.num_classes))
+        if key in built:
+            continue
+        built.add(key)
+        probe = copy.deepcopy(cfg)
+        if probe.init.scheme == LSUV:  # its data-dependent step needs a batch; the model is what is checked here
+            probe.init.scheme = "variance_preserving"
+        try:
+            # built and initialized for real, on the CPU: only the real init meets every check of a scheme (PReLU
+            # slopes read for Eq. 15, TAT's slope search, delta-orthogonal kernels). delving's models are built on
+            # the meta device and materialized once, so this costs well under a second per distinct model here.
+            build_model(probe, _shape_of(cfg))
+        except DelvingError as err:
+            raise DelvingError(f"sweep cell {cfg.name}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - e.g. a depth too small for the model's stages
+            raise DelvingError(f"sweep cell {cfg.name}: the model cannot be built "
+                               f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+
+
+def _shape_of(cfg: RunConfig):
+    """What build_model reads from a datamodule, without reading the data (class counts only set a layer size)."""
+    from types import SimpleNamespace
+
+    from delving.data import datamodule_class
+
+    cls = datamodule_class(cfg.data.name)
+    return SimpleNamespace(in_chans=cls.in_chans,
+                           num_classes=getattr(cls, "num_classes", None) or cfg.data.num_classes or 1000)
+
+
+def is_done(cfg: RunConfig) -> bool:
+    """A cell is done when its result says finished or diverged after ``trainer.max_epochs`` (``RunDir.is_done``,
+    the same rule ``fit`` skips by); an interrupted cell has no result."""
+    from delving.experiment.train import run_dir
+
+    return RunDir(run_dir(cfg)).is_done(cfg.trainer.max_epochs)
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    """Pool worker set-up: die with the parent (a killed sweep leaves no orphan training), leave Ctrl-C to it.
+
+    PR_SET_PDEATHSIG with SIGKILL (Lightning traps SIGTERM and would train on to the end of the cell). The signal
+    only comes for a parent that dies after the call: a parent killed while this worker was starting up is
+    caught by comparing the parent PID with the one the pool was started from."""
+    import signal
+
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    _setup(threads)
+
+
+def _setup(threads: int) -> None:
+    """Quiet logs and share the cores out among the sweep's processes."""
+    import torch
+
+    _quiet()
+    torch.set_num_threads(threads)
+
+
+def _quiet() -> None:
+    import logging
+    import warnings
+
+    import lightning  # noqa: F401  (it sets its loggers' levels on import: import first, then quieten)
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def _run_cell(cfg: RunConfig) -> dict:
+    from delving.experiment.train import fit
+
+    return fit(cfg, progress=False)
+
+
+def list_cells(sweep: Sweep, out_root: str | Path = "runs") -> list[tuple[int, str, bool]]:
+    """(index, cell folder name, done) for every grid point, in the file's order: the numbering ``--cell K`` and
+    a SLURM job array (``--array=0-<N-1>``) use, so a grid can be spread over machines without a W&B server."""
+    from delving.experiment.train import run_dir
+
+    cells = []
+    for k, cfg in enumerate(configs(sweep, Path(out_root) / sweep.name)):
+        try:  # a damaged result is named, and the cell listed as todo: running it trains it again
+            RunDir(run_dir(cfg)).read_result()
+        except DelvingError as err:
+            print(f"delving: warning: {err}; cell listed as todo", file=sys.stderr)
+        cells.append((k, cfg.name, is_done(cfg)))  # name: cell_name
+    return cells
+
+
+def run_cell(sweep: Sweep, index: int, out_root: str | Path = "runs") -> dict | None:
+    """Run grid point ``index`` (resuming it if interrupted); a finished one is skipped and gives None."""
+    cells = configs(sweep, Path(out_root) / sweep.name)
+    if not 0 <= index < len(cells):
+        raise DelvingError(f"--cell {index} is out of range: sweep {sweep.name} has cells 0 to {len(cells) - 1}")
+    cfg = cells[index]
+    if is_done(cfg):
+        return None
+    from delving.experiment.train import fit
+
+    return fit(cfg)
+
+
+def _cost(cfg: RunConfig) -> int:
+    return (cfg.model.depth or 1) * cfg.trainer.max_epochs
+
+
+def run_local(sweep: Sweep, out_root: str | Path = "runs", jobs: int | None = None) -> tuple[Path, int]:
+    """Run every unfinished cell of the grid offline; return the sweep's output folder and the failed count.
+
+    Every cell is checked first (config, model, folder identity). A cell that raises is reported and left
+    unfinished (the next run of the sweep tries it again); the others go on. A cell another process is training
+    (its folder's lock) is skipped: two sweeps on one folder share the grid out. A folder that cannot be written
+    (disk full, read-only) stops the sweep with that one line. Ctrl-C stops it with one line saying what is saved.
+    """
+    folder = Path(out_root) / sweep.name
+    cfgs = configs(sweep, folder)
+    check_cells(cfgs)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise filesystem_error(err, folder) from None
+    # Longest cells first (cost ~ depth x epochs): the last cells to finish are then short ones, so a worker does
+    # not sit idle while another trains a deep net at the end. Each run is seeded on its own: order changes nothing.
+    todo = sorted((cfg for cfg in cfgs if not is_done(cfg)), key=_cost, reverse=True)
+    total = len(cfgs)
+    print(f"sweep {sweep.name}: {total} cells, {total - len(todo)} already done, {len(todo)} to run -> {folder}")
+    cpus = available_cpus()
+    jobs = max(1, min(jobs or cpus, len(todo) or 1))
+    threads = max(1, cpus // jobs)
+    tally = {"failed": 0, "locked": 0}
+    try:
+        with tqdm(total=len(todo), desc=f"sweep {sweep.name}", unit="run") as bar:
+            if jobs == 1:
+                _setup(threads)
+                for cfg in todo:
+                    _report(bar, cfg, _guarded(_run_cell, cfg), tally)
+            else:
+                _run_pool(todo, jobs, threads, bar, tally)
+    except KeyboardInterrupt:
+        done = sum(is_done(cfg) for cfg in cfgs)
+        raise KeyboardInterrupt(f"sweep {sweep.name}: {done} of {total} cells finished in {folder}; the cells under "
+                                f"way keep their last checkpoint; run the same command again to resume") from None
+    if tally["locked"]:
+        print(f"sweep {sweep.name}: {tally['locked']} cell(s) skipped: another process is training them; run the "
+              f"same command again once it ends to summarize them")
+    return folder, tally["failed"]
+
+
+def _run_pool(todo: list[RunConfig], jobs: int, threads: int, bar: tqdm, tally: dict) -> None:
+    pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
+                               initargs=(threads, os.getpid()))
+    try:
+        futures = {pool.submit(_run_cell, cfg): cfg for cfg in todo}
+        for future in as_completed(futures):
+            _report(bar, futures[future], _guarded(future.result), tally)
+    except BaseException:
+        # Stop now rather than after the running cells: they resume from their last checkpoint. SIGKILL,
+        # because Lightning traps SIGTERM and the worker would train on to the end of its cell.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _guarded(call, *args):
+    """The call's result, or the exception it raised (one failed cell must not stop the others)."""
+    try:
+        return call(*args)
+    except Exception as err:  # noqa: BLE001 - reported per cell, and the cell stays unfinished
+        return err
+
+
+def _report(bar: tqdm, cfg: RunConfig, result, tally: dict) -> None:
+    """Print one line for a finished cell and count it; a filesystem fault stops the sweep (raised)."""
+    bar.update(1)
+    if isinstance(result, FilesystemError):
+        raise result
+    if isinstance(result, RunLocked):
+        tally["locked"] += 1
+        bar.write(f"  {cfg.name}: skipped, {RunDir(Path(cfg.out_dir) / cfg.name).holder()} is training it")
+        return
+    if isinstance(result, Exception):
+        tally["failed"] += 1
+        bar.write(f"  {cfg.name}: FAILED ({type(result).__name__}: {result}); run the sweep again to retry it")
+        return
+    if result.get("already_done"):  # another process finished it since this sweep started
+        bar.write(f"  {result['name']}: already {result['status']} (another process trained it)")
+        return
+    err = result.get("final_val_err1")
+    bar.write(f"  {result['name']}: {result['status']}, final val err {err:.3f}, {result['fit_seconds']:.1f} s"
+              if err is not None else f"  {result['name']}: {result['status']}")
+
+
+def sync_command(folder: Path) -> str | None:
+    """The ``wandb sync`` line that uploads the sweep's offline runs, or None if there are none."""
+    if not any(folder.glob("*/wandb/offline-run-*")):
+        return None
+    return f"wandb sync {shlex.quote(str(folder))}/*/wandb/offline-run-*"
+
+
+def run_wandb(sweep: Sweep, project: str | None = None, count: int | None = None) -> str:
+    """Create the sweep on W&B and run one agent here; print the command other machines use to join."""
+    from delving.experiment.wandb_run import wandb_mode
+
+    if wandb_mode("auto") != "online":
+        raise DelvingError("--wandb needs a W&B server and a login (run `wandb login`, or unset WANDB_MODE); "
+                           f"without one, run the same file locally: delving sweep {sweep.path}")
+    import wandb
+
+    project = project or load_config(sweep.fixed.get(CONFIG_KEY)).tracking.project
+    sweep_id = wandb.sweep(sweep.raw, project=project)
+    path = f"{wandb.Api().default_entity}/{project}/{sweep_id}"
+    print(f"created W&B sweep {path}\njoin from other machines (one agent per GPU): wandb agent {path}")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = ["wandb", "agent", *(["--count", str(count)] if count else []), path]
+    subprocess.run(cmd, env=env, check=False)
+    return path
