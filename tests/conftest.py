@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,12 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.Comp
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "delving", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+def terminal_sigint() -> None:
+    """``preexec_fn`` for a child a test interrupts: Ctrl-C as in a terminal. A shell starts background jobs (``make
+    test &``, some CI runners) with SIGINT ignored, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 SLOW_TIMEOUT = 1800  # seconds; pyproject's `timeout` (300 s) is the default of every other test

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, terminal_sigint
 
 WORKER = str(ROOT / "tests" / "resume_worker.py")
 # 5 batches an epoch, a step checkpoint every 4 steps (epoch 0 batch 3, epoch 1 batch 2, epoch 2 batch 1), the LR
@@ -35,7 +35,8 @@ def _fit_args(out: Path, name: str, activation: str, seed: int, *extra: str) -> 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=terminal_sigint)
 
 
 def _outcome(folder: Path) -> tuple[dict, dict]:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, terminal_sigint
 from delving.errors import DelvingError
 from delving.studies.summary import checks, finished_runs, summarize
 from delving.experiment.sweep import cell_name, configs, load_sweep, run_local
@@ -440,7 +440,8 @@ def test_ctrl_c_stops_the_sweep_with_one_line_and_exit_130(tmp_path, jobs):
     out = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "delving", "sweep", str(path), "--out", str(out), "--jobs", jobs],
                             cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=terminal_sigint)
     deadline = time.time() + 240
     while not list(out.glob("tiny/*/checkpoints/last.ckpt")) and time.time() < deadline:
         time.sleep(0.1)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, terminal_sigint
 from delving.experiment.run_dir import RunDir
 
 WORKER = str(ROOT / "tests" / "sweep_kill_worker.py")
@@ -46,7 +46,8 @@ def _sweep(sweep_file: Path, out: Path, *worker_args: str) -> subprocess.Complet
     script = [WORKER, *worker_args] if worker_args else ["-m", "delving"]
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, *script, "sweep", str(sweep_file), "--out", str(out), "--jobs", "1"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=terminal_sigint)
 
 
 def _metrics_rows(run: RunDir) -> list[dict]:

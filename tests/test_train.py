@@ -105,14 +105,15 @@ def test_ctrl_c_in_fit_says_what_is_saved_exits_130_and_the_rerun_continues_the_
 
     import pandas as pd
 
-    from conftest import ROOT, TINY
+    from conftest import ROOT, TINY, terminal_sigint
 
     out = tmp_path / "runs"
     args = [*[f"--{o}" for o in TINY if not o.startswith("trainer.max_epochs")], f"--out_dir={out}", "--name=stop",
             "--trainer.max_epochs=30"]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen([sys.executable, "-m", "delving", "fit", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=terminal_sigint)
     last = out / "stop" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     while not last.exists() and time.time() < deadline:
