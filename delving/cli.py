@@ -34,26 +34,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"delving: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _number(kind, low=None, high=None, *, low_open=False):
-    """An argparse type: ``kind`` (int or float), finite, in [low, high] (``low_open``: (low, high])."""
+def _number(kind, low=None, high=None):
+    """An argparse type: ``kind`` (int or float), finite, in [low, high] (either bound may be None)."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        below = low is not None and (value < low or (low_open and value == low))
-        if not math.isfinite(value) or below or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"{text} is out of range; valid: {_interval(low, high, low_open)}")
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            valid = f">= {low}" if high is None else f"[{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"{text} is out of range; valid: {valid}")
         return value
 
     parse.__name__ = kind.__name__
     return parse
-
-
-def _interval(low, high, low_open: bool) -> str:
-    if high is None:
-        return f"{'>' if low_open else '>='} {low}"
-    return f"{'(' if low_open else '['}{low}, {high}]"
 
 
 def _version() -> str:
