@@ -29,7 +29,7 @@ class SlopeLogger(L.Callback):
     """
 
     def __init__(self, run_dir: Path):
-        self.path = RunDir(run_dir).slopes_path
+        self.run = RunDir(run_dir)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         wb = wandb_logger(trainer)
@@ -56,7 +56,7 @@ class SlopeLogger(L.Callback):
                                "epoch": epoch})
 
     def _append_csv(self, epoch: int, profile) -> None:
-        append_rows(self.path, ["epoch", "depth", "layer", "channel", "slope"],
+        append_rows(self.run.slopes_path, ["epoch", "depth", "layer", "channel", "slope"],
                     ([epoch, depth, record.layer, channel, f"{value:.6g}"]
                      for depth, record in enumerate(profile, start=1)
                      for channel, value in enumerate(record.values.tolist())))
@@ -67,7 +67,7 @@ class SlopeLogger(L.Callback):
             return
         from delving.plots import plot_slope_profile
 
-        plot_slope_profile(profile, RunDir(self.path.parent).slopes_plot_path)
+        plot_slope_profile(profile, self.run.slopes_plot_path)
         wb = wandb_logger(trainer)
         if wb is not None:
             import wandb
@@ -99,7 +99,7 @@ class VarianceLogger(L.Callback):
     """
 
     def __init__(self, run_dir: Path):
-        self.path = RunDir(run_dir).variance_path
+        self.run = RunDir(run_dir)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == 0 and "init" not in self._stages():  # a resumed run keeps its own init
@@ -110,9 +110,9 @@ class VarianceLogger(L.Callback):
             self._measure(trainer, pl_module, "epoch1")
 
     def _stages(self) -> set[str]:
-        if not self.path.is_file():
+        if not self.run.variance_path.is_file():
             return set()
-        with self.path.open() as f:
+        with self.run.variance_path.open() as f:
             return {row["stage"] for row in csv.DictReader(f)}
 
     def _measure(self, trainer, pl_module, stage: str) -> None:
@@ -124,11 +124,11 @@ class VarianceLogger(L.Callback):
             x = trainer.datamodule.on_after_batch_transfer((x, None), 0)[0]  # FFCV on GPU: normalized here
             profile = variance_profile(pl_module.model, x)
             correlation = correlation_profile(pl_module.model, x)
-        append_rows(self.path, ["stage", "index", "layer", "forward_std", "backward_std"],
+        append_rows(self.run.variance_path, ["stage", "index", "layer", "forward_std", "backward_std"],
                     ([stage, s.index, s.layer, f"{s.forward_std:.6g}", f"{s.backward_std:.6g}"] for s in profile))
         # Beside it: the mean cosine between the batch's responses per layer, the kernel recursion's prediction
         # (delving.nn.conv_kernel) and the scalar C-map iterate.
-        append_rows(RunDir(self.path.parent).correlation_path,
+        append_rows(self.run.correlation_path,
                     ["stage", "index", "layer", "measured", "theory", "cmap", "anchored"],
                     ([stage, c.index, c.layer, f"{c.measured:.6g}", f"{c.theory:.6g}", f"{c.cmap_iterate:.6g}",
                       int(c.anchored)] for c in correlation))
