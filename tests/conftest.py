@@ -41,6 +41,18 @@ def terminal_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def wandb_logs(run_folder: Path) -> list[Path]:
+    """The ``.wandb`` transaction logs of ``run_folder``'s offline W&B runs, oldest first, complete on disk.
+
+    ``run.finish()`` returns once W&B's service has the run's last records, not once its writer has flushed them: a
+    loaded machine read a 7-byte log (the header alone) right after ``finish``. Closing the service, as the end of a
+    ``delving`` process does, flushes every log; the next ``wandb.init`` starts a new one."""
+    import wandb
+
+    wandb.teardown()
+    return sorted((run_folder / "wandb").glob("offline-run-*/*.wandb"), key=lambda p: p.stat().st_mtime)
+
+
 SLOW_TIMEOUT = 1800  # seconds; pyproject's `timeout` (300 s) is the default of every other test
 
 

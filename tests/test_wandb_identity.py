@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY
+from conftest import TINY, wandb_logs
 from delving.cli import main
 from delving.errors import DelvingError
 from delving.experiment.agent import agent_layout
@@ -30,7 +30,7 @@ WANDB = str(Path(sys.executable).with_name("wandb"))
 
 def records(run_folder: Path) -> list[dict]:
     """Every record of the newest offline W&B run in ``run_folder``, as W&B's reader prints them."""
-    logs = sorted((run_folder / "wandb").glob("offline-run-*/*.wandb"), key=lambda p: p.stat().st_mtime)
+    logs = wandb_logs(run_folder)
     out = subprocess.run([WANDB, "leet", "inspect", "--json", str(logs[-1])], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
