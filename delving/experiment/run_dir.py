@@ -69,7 +69,31 @@ def filesystem_error(err: OSError, path: Path | str | None = None) -> Filesystem
 
 def write_json(path: Path, data: dict) -> None:
     """Write atomically: a killed process leaves the old file or the new one, never half of one."""
-    _write_atomic(Path(path), json.dumps(data, indent=2, default=str))
+    write_text(path, json.dumps(data, indent=2, default=str))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`replacing`)."""
+    with replacing(path) as f:
+        f.write(text)
+
+
+@contextlib.contextmanager
+def replacing(path: Path):
+    """A text file (``newline=""``, as csv wants) that replaces ``path`` when the block ends without an error.
+
+    It is written beside ``path`` under a temporary name, fsync'd and renamed over it: a kill or a full disk leaves
+    the old file or the new one, never half of one; on an error the temporary file is removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", newline="") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def append_rows(path: Path, header: list[str], rows) -> None:
@@ -81,18 +105,6 @@ def append_rows(path: Path, header: list[str], rows) -> None:
         if new:
             writer.writerow(header)
         writer.writerows(rows)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
@@ -214,10 +226,10 @@ class RunDir:
 
         text = OmegaConf.to_yaml(OmegaConf.structured(cfg))
         if not self.config_path.is_file() or self.config_path.read_text() != text:
-            _write_atomic(self.config_path, text)
+            write_text(self.config_path, text)
         print_ = fingerprint(config)
         if not self.fingerprint_path.is_file() or self.fingerprint_path.read_text().strip() != print_:
-            _write_atomic(self.fingerprint_path, print_ + "\n")
+            write_text(self.fingerprint_path, print_ + "\n")
 
     def write_provenance(self, data: dict) -> None:
         write_json(self.provenance_path, data)
@@ -351,10 +363,8 @@ def _filter_csv(path: Path, keep) -> None:
     kept = [row for row in body if keep(dict(zip(header, row)))]
     if len(kept) == len(body):
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as f:
+    with replacing(path) as f:
         csv.writer(f).writerows([header, *kept])
-    tmp.replace(path)
 
 
 def _acquire(path: Path):

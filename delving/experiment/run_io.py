@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from delving.experiment.run_dir import RunDir, filesystem_error
+from delving.experiment.run_dir import RunDir, filesystem_error, replacing
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -42,12 +42,10 @@ class _AppendingWriter(ExperimentWriter):
         path = Path(self.metrics_file_path)
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", newline="") as f:
+        with replacing(path) as f:
             writer = csv.DictWriter(f, fieldnames=fieldnames)
             writer.writeheader()
             writer.writerows(rows)
-        tmp.replace(path)
 
 
 assert issubclass(_AppendingWriter, _ExperimentWriter)  # the hooks overridden above are the Fabric writer's

@@ -155,7 +155,7 @@ def _fit_locked(cfg, run: RunDir, config: dict, datamodule, model, progress: boo
     run.write_config(cfg, config)
     run.write_provenance(prov)
     system = DelvingSystem(model, cfg.optim, datamodule.num_classes, config=config)
-    loggers = make_loggers(cfg, run.path, prov)
+    loggers = make_loggers(cfg, run, prov)
     trainer = build_trainer(cfg, run, loggers, progress, callbacks)
     datamodule.batch_size = per_process_batch(cfg.data, trainer.world_size)
     # Resuming a mid-epoch checkpoint (Lightning 2.6, measured by tests/test_multinode.py), on the same or another

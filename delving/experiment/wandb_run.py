@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 
 from delving.errors import DelvingError, choices
 from delving.experiment.config import RunConfig, to_dict
-from delving.experiment.run_dir import RunDir
+from delving.experiment.run_dir import RunDir, write_text
 from delving.experiment.run_io import AppendingCSVLogger
 
 # Errors and losses: W&B's run summary keeps their minimum (the best epoch) and their last value.
@@ -61,9 +61,7 @@ def run_id(path: Path) -> str:
         if stored:
             return stored
     new = _generate_id()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(new + "\n")
-    tmp.replace(path)
+    write_text(path, new + "\n")
     return new
 
 
@@ -102,15 +100,15 @@ class TrainLogger(WandbLogger):
         return run
 
 
-def make_loggers(cfg: RunConfig, run_dir: Path, provenance: dict) -> list[Logger]:
-    loggers: list[Logger] = [AppendingCSVLogger(RunDir(run_dir))]
+def make_loggers(cfg: RunConfig, run: RunDir, provenance: dict) -> list[Logger]:
+    loggers: list[Logger] = [AppendingCSVLogger(run)]
     mode = wandb_mode(cfg.tracking.wandb)
     if mode == "disabled":
         return loggers
     in_agent = "WANDB_SWEEP_ID" in os.environ  # the agent's run id (WANDB_RUN_ID): the sweep's server made that run
-    ids = {} if in_agent else {"id": run_id(RunDir(run_dir).wandb_id_path), "resume": "allow"}
+    ids = {} if in_agent else {"id": run_id(run.wandb_id_path), "resume": "allow"}
     loggers.append(TrainLogger(
-        project=cfg.tracking.project, entity=cfg.tracking.entity, name=run_dir.name, save_dir=str(run_dir),
+        project=cfg.tracking.project, entity=cfg.tracking.entity, name=run.path.name, save_dir=str(run.path),
         offline=(mode == "offline"), group=cfg.tracking.group, tags=run_tags(cfg), job_type="train",
         log_model=log_model_setting(cfg.tracking.log_model, mode),
         config={**to_dict(cfg), "provenance": provenance}, reinit="finish_previous", **ids))
