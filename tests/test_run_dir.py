@@ -151,12 +151,16 @@ def test_cut_back_keeps_only_rows_before_the_resume_point(tmp_path):
     run.csv_dir.mkdir()
     run.metrics_path.write_text("epoch,lr,step,val/err1\n,0.1,0,\n0,,3,0.5\n,0.1,4,\n1,,7,0.4\n")
     run.slopes_path.write_text("epoch,depth,layer,channel,slope\n0,1,conv1,0,0.25\n1,1,conv1,0,0.26\n")
-    run.variance_path.write_text("stage,index,layer,forward_std,backward_std\ninit,1,conv1,1,1\nepoch1,1,conv1,1,1\n")
+    assert run.variance_stages() == set()
+    run.append_variance([["init", 1, "conv1", 1, 1], ["epoch1", 1, "conv1", 1, 1]])
+    assert run.variance_path.read_text() == ("stage,index,layer,forward_std,backward_std\ninit,1,conv1,1,1\n"
+                                             "epoch1,1,conv1,1,1\n")
+    assert run.variance_stages() == {"init", "epoch1"}
     run.cut_back(step=4, done_epochs=1)
     assert run.metrics_path.read_text() == "epoch,lr,step,val/err1\n,0.1,0,\n0,,3,0.5\n"
     assert pd.read_csv(run.slopes_path).epoch.tolist() == [0]
     run.cut_back(step=0, done_epochs=0)
-    assert pd.read_csv(run.variance_path).stage.tolist() == ["init"]
+    assert pd.read_csv(run.variance_path).stage.tolist() == ["init"] and run.variance_stages() == {"init"}
 
 
 @pytest.fixture

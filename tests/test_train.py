@@ -1,11 +1,14 @@
 import json
 
+import lightning as L
 import pandas as pd
 import pytest
 import torch
 
+from delving.experiment.callbacks import VARIANCE_IMAGES
 from delving.experiment.config import load_config
-from delving.experiment.train import fit, run_dir
+from delving.experiment.train import build_datamodule, build_model, fit, run_dir
+from delving.nn.probes import variance_profile
 
 
 def test_real_training_run_writes_wandb_offline_csv_and_slopes(tiny):
@@ -38,13 +41,21 @@ def test_variance_profile_logged_at_init_and_after_epoch_1_without_touching_trai
     runs = {}
     for log in (True, False):
         cfg = load_config(None, [*tiny, "trainer.max_epochs=2", f"tracking.log_variance={log}", f"name=v{log}"])
-        runs[log] = (fit(cfg, progress=False), run_dir(cfg))
-    (result, folder), (plain, plain_folder) = runs[True], runs[False]
+        runs[log] = (fit(cfg, progress=False), run_dir(cfg), cfg)
+    (result, folder, cfg), (plain, plain_folder, _) = runs[True], runs[False]
     variance = pd.read_csv(folder / "variance.csv")
     assert list(variance.stage.unique()) == ["init", "epoch1"]
     init, after = variance[variance.stage == "init"], variance[variance.stage == "epoch1"]
     assert list(init.layer) == list(after.layer) and init.layer.iloc[0] == "conv1" and len(init) == 9
     assert (init.forward_std > 0).all() and not init.forward_std.equals(after.forward_std.reset_index(drop=True))
+    # The init rows are variance_profile of the initial model on the first validation images, column by column.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    datamodule.setup("fit")
+    profile = variance_profile(model, next(iter(datamodule.val_dataloader()))[0][:VARIANCE_IMAGES])
+    assert init.forward_std.tolist() == pytest.approx([s.forward_std for s in profile], rel=1e-5)
+    assert init.backward_std.tolist() == pytest.approx([s.backward_std for s in profile], rel=1e-5)
     assert not (plain_folder / "variance.csv").exists()
     # The measurement runs under its own RNG: the trained run is the same with and without it.
     assert [r["val/err1"] for r in result["history"]] == [r["val/err1"] for r in plain["history"]]

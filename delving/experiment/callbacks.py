@@ -3,13 +3,12 @@ per-epoch history kept in the checkpoint."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from delving.experiment.run_dir import RunDir, append_rows
+from delving.experiment.run_dir import RunDir
 from delving.experiment.wandb_run import wandb_logger
 from delving.nn.probes import correlation_profile, slope_profile, variance_profile
 
@@ -56,10 +55,9 @@ class SlopeLogger(L.Callback):
                                "epoch": epoch})
 
     def _append_csv(self, epoch: int, profile) -> None:
-        append_rows(self.run.slopes_path, ["epoch", "depth", "layer", "channel", "slope"],
-                    ([epoch, depth, record.layer, channel, f"{value:.6g}"]
-                     for depth, record in enumerate(profile, start=1)
-                     for channel, value in enumerate(record.values.tolist())))
+        self.run.append_slopes([epoch, depth, record.layer, channel, f"{value:.6g}"]
+                               for depth, record in enumerate(profile, start=1)
+                               for channel, value in enumerate(record.values.tolist()))
 
     def on_train_end(self, trainer, pl_module) -> None:
         profile = slope_profile(pl_module.model)
@@ -102,18 +100,12 @@ class VarianceLogger(L.Callback):
         self.run = RunDir(run_dir)
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == 0 and "init" not in self._stages():  # a resumed run keeps its own init
+        if trainer.current_epoch == 0 and "init" not in self.run.variance_stages():  # a resumed run keeps its init
             self._measure(trainer, pl_module, "init")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.current_epoch == 0:
             self._measure(trainer, pl_module, "epoch1")
-
-    def _stages(self) -> set[str]:
-        if not self.run.variance_path.is_file():
-            return set()
-        with self.run.variance_path.open() as f:
-            return {row["stage"] for row in csv.DictReader(f)}
 
     def _measure(self, trainer, pl_module, stage: str) -> None:
         if not trainer.is_global_zero:
@@ -124,14 +116,12 @@ class VarianceLogger(L.Callback):
             x = trainer.datamodule.on_after_batch_transfer((x, None), 0)[0]  # FFCV on GPU: normalized here
             profile = variance_profile(pl_module.model, x)
             correlation = correlation_profile(pl_module.model, x)
-        append_rows(self.run.variance_path, ["stage", "index", "layer", "forward_std", "backward_std"],
-                    ([stage, s.index, s.layer, f"{s.forward_std:.6g}", f"{s.backward_std:.6g}"] for s in profile))
+        self.run.append_variance([stage, s.index, s.layer, f"{s.forward_std:.6g}", f"{s.backward_std:.6g}"]
+                                 for s in profile)
         # Beside it: the mean cosine between the batch's responses per layer, the kernel recursion's prediction
         # (delving.nn.conv_kernel) and the scalar C-map iterate.
-        append_rows(self.run.correlation_path,
-                    ["stage", "index", "layer", "measured", "theory", "cmap", "anchored"],
-                    ([stage, c.index, c.layer, f"{c.measured:.6g}", f"{c.theory:.6g}", f"{c.cmap_iterate:.6g}",
-                      int(c.anchored)] for c in correlation))
+        self.run.append_correlation([stage, c.index, c.layer, f"{c.measured:.6g}", f"{c.theory:.6g}",
+                                     f"{c.cmap_iterate:.6g}", int(c.anchored)] for c in correlation)
         wb = wandb_logger(trainer)
         if wb is not None:
             import wandb

@@ -96,7 +96,7 @@ def replacing(path: Path):
         tmp.unlink(missing_ok=True)
 
 
-def append_rows(path: Path, header: list[str], rows) -> None:
+def append_rows(path: Path, header, rows) -> None:
     """Append ``rows`` to a CSV file, writing ``header`` first when the file is new."""
     path = Path(path)
     new = not path.exists()
@@ -156,6 +156,10 @@ class RunDir:
     VARIANCE = "variance.csv"
     CORRELATION = "correlation.csv"
     EVAL = "eval"
+    # The columns of the per-epoch CSVs, written by the run's callbacks and read by delving.studies.runs
+    SLOPE_COLUMNS = ("epoch", "depth", "layer", "channel", "slope")
+    VARIANCE_COLUMNS = ("stage", "index", "layer", "forward_std", "backward_std")
+    CORRELATION_COLUMNS = ("stage", "index", "layer", "measured", "theory", "cmap", "anchored")
     PARTIAL = ".partial"  # suffix of a checkpoint being written (renamed into place once complete)
     CORRUPT = ".corrupt"  # suffix a damaged last.ckpt is moved to
 
@@ -259,6 +263,26 @@ class RunDir:
         if result is None or result.get("status") not in DONE:
             return False
         return result["status"] == "diverged" or max_epochs is None or (result.get("epochs") or 0) >= max_epochs
+
+    # ------------------------------------------------------------------------------------------------ per-epoch CSVs
+    def append_slopes(self, rows) -> None:
+        """Rows of :data:`SLOPE_COLUMNS` appended to slopes.csv."""
+        append_rows(self.slopes_path, self.SLOPE_COLUMNS, rows)
+
+    def append_variance(self, rows) -> None:
+        """Rows of :data:`VARIANCE_COLUMNS` appended to variance.csv."""
+        append_rows(self.variance_path, self.VARIANCE_COLUMNS, rows)
+
+    def append_correlation(self, rows) -> None:
+        """Rows of :data:`CORRELATION_COLUMNS` appended to correlation.csv."""
+        append_rows(self.correlation_path, self.CORRELATION_COLUMNS, rows)
+
+    def variance_stages(self) -> set[str]:
+        """The stages variance.csv holds (``init``, ``epoch1``)."""
+        if not self.variance_path.is_file():
+            return set()
+        with self.variance_path.open(newline="") as f:
+            return {row["stage"] for row in csv.DictReader(f)}
 
     def write_eval(self, label: str, record: dict) -> Path:
         self.eval_dir.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,8 @@ METRICS = {"train/err1": "train/err1", "train/loss_epoch": "train/loss", "val/er
            "val/err5": "val/err5", "val/loss": "val/loss"}
 LR_PREFIX = "lr-"  # LearningRateMonitor: lr-SGD/decay, lr-SGD/no_decay
 SLOPE_PREFIX = "prelu/"  # SlopeLogger: prelu/<layer> = the layer's channel-mean slope
-SLOPE_COLUMNS = ["run", "epoch", "depth", "layer", "channel", "slope"]
-VARIANCE_COLUMNS = ["run", "stage", "index", "layer", "forward_std", "backward_std"]
+SLOPE_COLUMNS = ["run", *RunDir.SLOPE_COLUMNS]
+VARIANCE_COLUMNS = ["run", *RunDir.VARIANCE_COLUMNS]
 WANDB_PREFIX = "wandb:"
 # A run folder without result.json counts as "running" when its logs changed this recently, else "incomplete"
 # (an interrupted run that the sweep will resume). A heuristic: a process cannot be seen from its folder.

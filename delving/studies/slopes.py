@@ -75,7 +75,7 @@ def checkpoint_slopes(path: str | Path) -> pd.DataFrame:
     prelus = [key for key in state if key.endswith(".act.weight")]
     rows = [(epoch, depth, layer_label(key.removeprefix("model.").removesuffix(".weight")), channel, float(value))
             for depth, key in enumerate(prelus, start=1) for channel, value in enumerate(state[key].flatten().tolist())]
-    return pd.DataFrame(rows, columns=["epoch", "depth", "layer", "channel", "slope"])
+    return pd.DataFrame(rows, columns=list(RunDir.SLOPE_COLUMNS))
 
 
 def layer_means(slopes: pd.DataFrame) -> pd.DataFrame:
