@@ -52,6 +52,12 @@ def test_gradgradcheck_on_the_layer(channels, slopes, differentiable_calls):
     assert torch.autograd.gradgradcheck(lambda x_, w: prelu_module._PReLUFunction.apply(x_, w, slopes == "positive"),
                                         (x, layer.weight.detach().clone().requires_grad_()))
     assert differentiable_calls
+    # the differentiable backward's own first-order values are F.prelu's (gradgradcheck checks only consistency)
+    w = layer.weight.detach().clone().requires_grad_()
+    g = torch.randn_like(x)
+    ours = torch.autograd.grad(prelu_module._PReLUFunction.apply(x, w, slopes == "positive"), (x, w), g,
+                               create_graph=True)
+    torch.testing.assert_close(ours, torch.autograd.grad(F.prelu(x, w), (x, w), g), **TOL)
 
 
 def _twin(model: nn.Module) -> nn.Module:
@@ -151,6 +157,9 @@ def test_forward_mode_jvp_and_jacfwd_on_the_layer_equal_the_twins(slopes):
     ref = jvp(lambda x_, w_: functional_call(twin, {"weight": w_}, (x_,)), (x, w), tangents)
     torch.testing.assert_close(ours, ref, **TOL)
     assert torch.autograd.gradcheck(layer, (x.requires_grad_(),), check_forward_ad=True)
+    # forward-mode w.r.t. the slopes too, with the tensor the eager layer saves (the output where every a > 0)
+    assert torch.autograd.gradcheck(lambda x_, w_: prelu_module._PReLUEager.apply(x_, w_, slopes == "positive"),
+                                    (x, w.clone().requires_grad_()), check_forward_ad=True)
 
 
 def test_jvp_through_the_whole_net_equals_the_twins(nets):

@@ -17,6 +17,19 @@ _CHUNK = 1 << 20
 _NUMBA = {"checked": False, "kernel": None}
 
 
+def _per_channel(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The slopes shaped to broadcast over ``like`` (N, C, ...): one per channel, or the shared one."""
+    return weight.reshape(1, -1, *([1] * (like.dim() - 2)))
+
+
+def _negative_part(saved: torch.Tensor, positive: torch.Tensor, slope: torch.Tensor,
+                   from_output: bool) -> torch.Tensor:
+    """min(x, 0), Eq. 2's factor, differentiably: from the saved input, or from the saved output divided by its
+    slope (Eq. 1 inverted where y <= 0)."""
+    negative = torch.where(positive, torch.zeros_like(saved), saved)
+    return negative / slope if from_output else negative
+
+
 def prelu_backward_ops(grad: torch.Tensor, saved: torch.Tensor,
                        weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 3's df/dy and Eq. 2's sum, from torch ops: dE/dy = g where s > 0 else a*g, and per slope the sum of g*s
@@ -29,7 +42,7 @@ def prelu_backward_ops(grad: torch.Tensor, saved: torch.Tensor,
     :func:`prelu_backward_differentiable`.
     """
     channels = saved.shape[1]
-    slope = weight.to(grad.dtype).reshape(1, -1, *([1] * (saved.dim() - 2)))
+    slope = _per_channel(weight, saved).to(grad.dtype)
     grad_x = torch.empty_like(grad)
     grad_w = torch.zeros(channels, dtype=torch.float32, device=saved.device)
     reduce_dims = [0, *range(2, saved.dim())]
@@ -52,13 +65,10 @@ def prelu_backward_differentiable(grad: torch.Tensor, saved: torch.Tensor, weigh
     Where ``saved`` is the output y (every slope positive), min(y, 0) / a is min(x, 0), and y stays connected to
     x and a through this function's own node, so second derivatives are those of Eq. 1.
     """
-    slope = weight.reshape(1, -1, *([1] * (saved.dim() - 2)))
+    slope = _per_channel(weight, saved)
     positive = saved > 0  # y > 0 exactly where x > 0 when every a_i > 0
     grad_x = torch.where(positive, grad, slope * grad)
-    negative = torch.where(positive, torch.zeros_like(saved), saved)
-    if from_output:
-        negative = negative / slope
-    grad_w = (grad * negative).sum([0, *range(2, saved.dim())])
+    grad_w = (grad * _negative_part(saved, positive, slope, from_output)).sum([0, *range(2, saved.dim())])
     if weight.numel() == 1:  # channel-shared (Eq. 3's sum over all channels)
         grad_w = grad_w.sum().reshape(weight.shape)
     return grad_x, grad_w
@@ -116,14 +126,13 @@ class _PReLUFunction(torch.autograd.Function):
     def jvp(ctx, x_tangent, weight_tangent, _):
         """Eq. 1's directional derivative: dx where s > 0, a*dx elsewhere, plus min(x, 0) * da."""
         saved, weight = ctx.saved_tensors
-        slope = weight.reshape(1, -1, *([1] * (saved.dim() - 2)))
+        slope = _per_channel(weight, saved)
         positive = saved > 0
         tangent = torch.zeros_like(saved) if x_tangent is None else torch.where(positive, x_tangent,
                                                                                  slope * x_tangent)
         if weight_tangent is not None:
-            negative = torch.where(positive, torch.zeros_like(saved), saved)
-            tangent = tangent + (negative / slope if ctx.from_output else negative) * weight_tangent.reshape(
-                slope.shape)
+            negative = _negative_part(saved, positive, slope, ctx.from_output)
+            tangent = tangent + negative * weight_tangent.reshape(slope.shape)
         return tangent
 
     @staticmethod
