@@ -14,9 +14,9 @@ connections or normalization layers using Deep Kernel Shaping"). Closed forms:
     Leaky/PReLU at a:  C(c; a) = [(1 − a)² (√(1 − c²) + (π − arccos c) c) / π + 2 a c] / (1 + a²)
 
 (write f(y) = (1 − a) relu(y) + a y and expand; E[relu(u) v] = c/2). Every other activation the factory builds is
-integrated numerically by 2-D Gauss–Hermite quadrature. C(1) = 1 and C(c) > c for a < 1: iterated over L layers
-every pair of inputs is driven towards c = 1 (kernel degeneracy), which is why a plain 100-layer ReLU net with a
-correct variance init still fails to train.
+integrated numerically (2-D Gauss–Legendre quadrature in polar coordinates). C(1) = 1 and C(c) > c for a < 1:
+iterated over L layers every pair of inputs is driven towards c = 1 (kernel degeneracy), which is why a plain
+100-layer ReLU net with a correct variance init still fails to train.
 
 TAT (Zhang, Botev & Martens, "Deep Learning without Shortcuts: Shaping the Kernel with Tailored Rectifiers",
 ICLR 2022, Sec. 4) picks the leaky slope a from the depth L so that the whole chain's map sends c = 0 to a target
@@ -45,6 +45,7 @@ from delving.errors import DelvingError
 # each piece is smooth and the rule converges spectrally; a plain 2-D Gauss–Hermite grid does not, because ReLU's
 # kink cuts through its cells (measured: 1.6e-3 off the closed form at c = 0 with 160² nodes, 8.7e-4 with 300²).
 _RADIUS, _RADIAL_NODES, _ARC_NODES = 12.0, 96, 48
+
 
 def relu_kernel(c: np.ndarray | float) -> np.ndarray:
     """J(c) = √(1 − c²) + (π − arccos c) c: π times ReLU's normalized C-map (Cho & Saul 2009, degree 1)."""
@@ -139,7 +140,8 @@ def slopes_of(act: nn.Module | None) -> np.ndarray | None:
 
 def cmap(act: nn.Module | None, c: np.ndarray | float) -> np.ndarray:
     """The normalized C-map of ``act`` at c: closed form for ReLU / LeakyReLU / PReLU (at the module's current
-    slopes), Gauss–Hermite quadrature for any other elementwise activation; ``None`` (no activation) is the identity.
+    slopes), 2-D quadrature (:func:`numerical_cmap`) for any other elementwise activation; ``None`` (no
+    activation) is the identity.
     """
     if act is None:
         return np.asarray(c, dtype=np.float64)
