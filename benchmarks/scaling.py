@@ -48,8 +48,8 @@ class EpochTimer(L.Callback):
 
 def worker(args) -> None:
     """One run (Lightning's DDP re-runs this script for rank 1)."""
-    from delving.experiment.config import load_config
-    from delving.experiment.train import fit
+    from delving.experiment.training.config import load_config
+    from delving.experiment.training.train import fit
 
     gpu = args.accelerator == "gpu"
     cfg = load_config(None, [

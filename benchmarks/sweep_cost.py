@@ -1,9 +1,9 @@
 """Where the default init × depth sweep's wall time goes: training steps versus everything else.
 
 Runs the sweep from an empty folder (``sweep_time.run_sweep``; cells in one worker process per core) and splits
-its lane time (wall × worker processes) using what each run records in ``result.json`` (``delving.experiment.train.fit``):
+its lane time (wall × worker processes) using what each run records in ``result.json`` (``delving.experiment.training.train.fit``):
 
-- training steps: forward, backward, optimizer step (``step_seconds``, ``delving.experiment.speed.StepTimer``);
+- training steps: forward, backward, optimizer step (``step_seconds``, ``delving.experiment.training.speed.StepTimer``);
 - in ``trainer.fit`` outside steps: validation, data loading, logging, checkpoints, W&B's lazy run start;
 - run set-up: data, model build + init, provenance, W&B logger, Trainer (``setup_seconds``);
 - after ``trainer.fit``: W&B's finish and the result files;
@@ -33,7 +33,7 @@ MAX_OUTSIDE = 0.20  # the target: at most 20% of the sweep's wall time outside t
 def import_seconds() -> float:
     """Wall time of a fresh interpreter importing what a sweep worker imports."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import delving.experiment.train, delving.experiment.sweep, wandb"], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-c", "import delving.experiment.training.train, delving.experiment.sweeps.local, wandb"], cwd=ROOT, check=True)
     return time.perf_counter() - start
 
 

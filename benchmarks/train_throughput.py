@@ -33,8 +33,8 @@ import delving  # noqa: F401  (registers the delving_* models with timm)
 from delving.nn.activations import PRELU_INIT, make_activation
 from delving.models import create_initialized
 from delving.models.complexity import model_size
-from delving.experiment.speed import INPLACE_ACTIVATIONS, SpeedOptions, apply_speed_options
-from delving.experiment.system import sgd
+from delving.experiment.training.speed import INPLACE_ACTIVATIONS, SpeedOptions, apply_speed_options
+from delving.experiment.training.system import sgd
 
 ROOT = Path(__file__).resolve().parent.parent
 BF16 = "bf16-mixed"
@@ -49,7 +49,7 @@ class Variant:
     precision: str = "32-true"
     options: SpeedOptions = field(default_factory=SpeedOptions)
     torch_prelu: bool = False  # torch's own nn.PReLU instead of delving.nn.prelu.PReLU (for comparison)
-    fused: bool = True  # optim.fused: torch's fused SGD kernel (delving.experiment.system.sgd)
+    fused: bool = True  # optim.fused: torch's fused SGD kernel (delving.experiment.training.system.sgd)
 
     @property
     def label(self) -> str:

@@ -21,9 +21,9 @@ import tokenize
 from pathlib import Path
 
 from delving.errors import DelvingError
-from delving.experiment.run_dir import RunDir
+from delving.experiment.rundir.run_dir import RunDir
 
-EPILOG = "Overrides are dotted config keys: --model.depth=30 --init.scheme=xavier (see delving/experiment/config.py)."
+EPILOG = "Overrides are dotted config keys: --model.depth=30 --init.scheme=xavier (see delving/experiment/training/config.py)."
 WRITE_MODES = ("proportion", "jpg", "raw", "smart")  # delving.data.ffcv.WRITE_MODES (FFCV's RGBImageField)
 
 
@@ -165,13 +165,13 @@ def _write_ffcv_parser(sub) -> None:
 
 
 def _config_help() -> str:
-    """Every config key with its type, default and the comment beside its field in delving/experiment/config.py.
+    """Every config key with its type, default and the comment beside its field in delving/experiment/training/config.py.
 
     Read from the source (``ast`` + ``tokenize``), not imported: the schema module imports torch, and the help
     must answer in well under a second."""
     from importlib.util import find_spec
 
-    source = Path(find_spec("delving.experiment.config").origin).read_text()
+    source = Path(find_spec("delving.experiment.training.config").origin).read_text()
     classes = {node.name: node for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
     fields = list(_fields(classes, "RunConfig", ""))
     comments = _field_comments(source, [line for *_, line in fields])
@@ -287,7 +287,7 @@ def _rounded(value, digits: int = 4) -> str:
 
 
 def _fit(args, extra: list[str]) -> int:
-    from delving.experiment.config import load_config, to_dict
+    from delving.experiment.training.config import load_config, to_dict
 
     cfg = load_config(args.config, overrides(extra))
     if args.print_config:
@@ -295,8 +295,10 @@ def _fit(args, extra: list[str]) -> int:
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
-    from delving.experiment.train import fit, run_dir
+    from delving.experiment.sweeps.agent import agent_layout
+    from delving.experiment.training.train import fit, run_dir
 
+    cfg = agent_layout(cfg)  # under `wandb agent`: the folder, name and group `delving sweep` gives the grid point
     result = fit(cfg)
     print(f"{result['name']}: {result['status']}, final val err1 {_rounded(result['final_val_err1'])}, best "
           f"{_rounded(result['best_val_err1'])}, {result['epochs']} epochs -> {run_dir(cfg)}")
@@ -327,7 +329,7 @@ def _dispatch(args, extra: list[str]) -> int:
         return 0
     if args.command == "evaluate":
         check_scales_memory(args.scales, args.batch_size, args.protocol)  # before torch's seconds of import
-        from delving.experiment.evaluate import evaluate, summary_line
+        from delving.experiment.evaluation.evaluate import evaluate, summary_line
 
         print(summary_line(evaluate(args.ckpt, args.protocol, args.scales, device=args.device, out=args.out,
                                     tracking="disabled" if args.no_wandb else None, batch_size=args.batch_size)))
@@ -366,7 +368,9 @@ def _write_ffcv(args) -> int:
 
 
 def _sweep(args) -> int:
-    from delving.experiment.sweep import list_cells, load_sweep, run_cell, run_local, run_wandb, sync_command
+    from delving.experiment.sweeps.grid import load_sweep
+    from delving.experiment.sweeps.local import list_cells, run_cell, run_local
+    from delving.experiment.sweeps.online import run_wandb, sync_command
 
     sweep = load_sweep(args.file)
     if args.list:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import lightning as L
 
-from delving.experiment.config import load_config
-from delving.experiment.train import fit
+from delving.experiment.training.config import load_config
+from delving.experiment.training.train import fit
 
 KEYS = ("train/err1", "train/loss_epoch", "val/err1", "val/err5", "val/loss")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import lightning as L
 
-from delving.experiment.config import load_config
-from delving.experiment.train import fit
+from delving.experiment.training.config import load_config
+from delving.experiment.training.train import fit
 
 TINY = ["model.depth=9", "model.kwargs.widths=[4,4,4]", "model.kwargs.fc_width=8", "data.name=ffcv",
         "data.image_size=32", "data.batch_size=4", "data.num_workers=1", "trainer.accelerator=cpu",

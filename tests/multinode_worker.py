@@ -58,10 +58,10 @@ def main() -> int:
     rank = int(os.environ.get("RANK", 0))  # the global rank torchrun sets (LOCAL_RANK is 0 on both nodes)
     callbacks = [LabelRecorder(args.out / f"labels-{args.tag}-rank{rank}.jsonl", kill_at),
                  StateRecorder(args.out, args.tag, rank)]
-    import delving.experiment.train
+    import delving.experiment.training.train
     from delving.cli import main as cli
 
-    delving.experiment.train.fit = functools.partial(delving.experiment.train.fit, callbacks=callbacks)  # cli imports fit when it runs
+    delving.experiment.training.train.fit = functools.partial(delving.experiment.training.train.fit, callbacks=callbacks)  # cli imports fit when it runs
     return cli(cli_args)
 
 

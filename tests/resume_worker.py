@@ -62,10 +62,10 @@ def main() -> int:
     parser.add_argument("--signal", choices=["KILL", "TERM", "INT"], default="KILL")
     args, cli_args = parser.parse_known_args()
     killer = Killer(args.kill_at, getattr(signal, f"SIG{args.signal}"))
-    import delving.experiment.train
+    import delving.experiment.training.train
     from delving.cli import main as cli
 
-    delving.experiment.train.fit = functools.partial(delving.experiment.train.fit, callbacks=[killer])
+    delving.experiment.training.train.fit = functools.partial(delving.experiment.training.train.fit, callbacks=[killer])
     return cli(cli_args)
 
 

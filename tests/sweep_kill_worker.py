@@ -7,7 +7,7 @@ MOMENT is one of tests/resume_worker.py's moments (``step:N``, ``epoch-ckpt:E``,
 cell the sweep trains (0-based, in the order it runs them), or ``summary``: while ``summarize`` runs, after all
 cells have finished and ``summary.csv`` is written, before ``summary.md`` and the figures.
 
-With ``--jobs 1`` the sweep trains its cells in this process through ``delving.experiment.train.fit``, so the
+With ``--jobs 1`` the sweep trains its cells in this process through ``delving.experiment.training.train.fit``, so the
 killer goes in as one of ``fit``'s callbacks.
 """
 
@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument("--cell", type=int, default=0)
     args, cli_args = parser.parse_known_args()
     sig = getattr(signal, f"SIG{args.signal}")
-    import delving.experiment.train
+    import delving.experiment.training.train
     import delving.studies.summary
     from delving.cli import main as cli
 
@@ -43,7 +43,7 @@ def main() -> int:
 
         delving.studies.summary.markdown = kill_then_markdown
     else:
-        fit, calls = delving.experiment.train.fit, []
+        fit, calls = delving.experiment.training.train.fit, []
 
         @functools.wraps(fit)
         def fit_with_killer(cfg, *a, callbacks=(), **kw):
@@ -52,7 +52,7 @@ def main() -> int:
                 callbacks = [*callbacks, Killer(args.kill_at, sig)]
             return fit(cfg, *a, callbacks=callbacks, **kw)
 
-        delving.experiment.train.fit = fit_with_killer
+        delving.experiment.training.train.fit = fit_with_killer
     return cli(cli_args)
 
 

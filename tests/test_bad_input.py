@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import run_cli
 from delving.cli import main
 from delving.errors import DelvingError
-from delving.experiment.config import load_config, validate
+from delving.experiment.training.config import load_config, validate
 
 
 def run_main(args: list[str], capsys) -> tuple[int, str]:

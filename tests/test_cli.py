@@ -14,7 +14,7 @@ import yaml
 from conftest import ROOT
 from delving.cli import _config_help, main
 from delving.errors import DelvingError
-from delving.experiment.config import RunConfig, load_config, to_dict
+from delving.experiment.training.config import RunConfig, load_config, to_dict
 
 
 def _keys(cls, prefix=""):
@@ -104,7 +104,7 @@ def test_trainer_extra_is_checked_against_lightnings_signature():
 
 
 def test_trainer_extra_reaches_the_lightning_trainer(tmp_path):
-    from delving.experiment.train import build_trainer
+    from delving.experiment.training.train import build_trainer
 
     cfg = load_config(None, ["trainer.extra.accumulate_grad_batches=3", "trainer.extra.val_check_interval=0.5",
                              "tracking.wandb=disabled"])
@@ -133,7 +133,7 @@ def test_no_suggestion_for_a_far_miss():
 
 
 def test_fit_prints_the_run_folder_and_rounded_results(tmp_path, capsys, monkeypatch):
-    import delving.experiment.train as train
+    import delving.experiment.training.train as train
 
     result = {"name": "delving_plain-relu-he-s0", "status": "finished", "final_val_err1": 0.9027777910232544,
               "best_val_err1": 0.12345678, "epochs": 3}

@@ -1,7 +1,7 @@
 import pytest
 
 from delving.cli import overrides
-from delving.experiment.config import load_config
+from delving.experiment.training.config import load_config
 from delving.errors import DelvingError
 
 
@@ -56,7 +56,7 @@ def test_cli_override_syntax():
 
 
 def test_batch_size_per_process_or_total():
-    from delving.experiment.config import DataConfig, per_process_batch
+    from delving.experiment.training.config import DataConfig, per_process_batch
 
     assert per_process_batch(DataConfig(batch_size=128, batch_size_is="total"), 8) == 16
     assert per_process_batch(DataConfig(batch_size=128), 8) == 128  # per process by default

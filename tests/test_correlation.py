@@ -10,7 +10,7 @@ from torch import nn
 
 import delving  # noqa: F401
 from delving.errors import DelvingError
-from delving.experiment.config import load_config
+from delving.experiment.training.config import load_config
 from delving.nn.correlation import (cmap, leaky_cmap, leaky_iterate, monte_carlo_cmap, net_cmap, numerical_cmap,
                                     relu_cmap, tat_slope)
 from delving.nn.init import delta_orthogonal_, initialize, rectifier_layers, tat_slopes_

@@ -7,9 +7,9 @@ import pytest
 
 from delving.studies import dashboard as dash
 from delving.cli import main
-from delving.experiment.config import load_config
+from delving.experiment.training.config import load_config
 from delving.errors import DelvingError
-from delving.experiment.wandb_run import run_tags
+from delving.experiment.training.loggers import run_tags
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_cli_dashboard_and_its_errors(tmp_path, capsys, monkeypatch):
 
 
 def test_every_metric_the_layout_references_is_in_a_real_runs_log(tiny):
-    from delving.experiment.train import fit, run_dir
+    from delving.experiment.training.train import fit, run_dir
 
     cfg = load_config(None, [*tiny, "model.activation=prelu", "name=logged"])
     fit(cfg, progress=False)

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from delving.experiment.sweep import configs, load_sweep
-from delving.experiment.run_dir import RunDir
+from delving.experiment.sweeps.grid import configs, load_sweep
+from delving.experiment.rundir.run_dir import RunDir
 from delving.studies.summary import depth_limit_checks, finished_runs, table
 
 

@@ -16,11 +16,11 @@ from torchvision.transforms.v2.functional import five_crop
 
 from conftest import TINY, wandb_logs
 from delving.cli import main
-from delving.experiment.config import load_config
+from delving.experiment.training.config import load_config
 from delving.data.full import BetonImages, full_val_images, same_size_batches
-from delving.experiment.evaluate import dense_scores, evaluate, parse_scales, ten_view_scores, train_map_size
-from delving.experiment.train import build_datamodule, fit, run_dir
-from delving.experiment.views import Box, dense_windows, five_crop_boxes, ten_crop_boxes
+from delving.experiment.evaluation.evaluate import dense_scores, evaluate, parse_scales, ten_view_scores, train_map_size
+from delving.experiment.training.train import build_datamodule, fit, run_dir
+from delving.experiment.evaluation.views import Box, dense_windows, five_crop_boxes, ten_crop_boxes
 
 # ------------------------------------------------------------------------------------------- geometry
 

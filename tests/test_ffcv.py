@@ -22,13 +22,13 @@ from PIL import Image
 
 from conftest import ROOT, run_cli
 from delving.cli import main
-from delving.experiment.config import load_config
+from delving.experiment.training.config import load_config
 from delving.data import ffcv as ffcv_module
 from delving.data.ffcv import EpochLoader, FFCVDataModule, _scale_jitter_crop, fit_resolution, write_beton
 from delving.data.folder import FolderDataModule
 from delving.data.photos import make_photos
 from delving.errors import DelvingError
-from delving.experiment.train import fit
+from delving.experiment.training.train import fit
 
 CLASSES, TRAIN, VAL, SIZE = 3, 4, 2, 80
 

@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from delving.experiment.config import load_config
+from delving.experiment.training.config import load_config
 from delving.data.folder import FolderDataModule
 from delving.errors import DelvingError
-from delving.experiment.train import fit
+from delving.experiment.training.train import fit
 
 
 @pytest.fixture(scope="module")

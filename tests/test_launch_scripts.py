@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT
 from delving.cli import overrides
-from delving.experiment.config import load_config
+from delving.experiment.training.config import load_config
 
 SCRIPTS = ROOT / "scripts"
 RECIPE = "experiments/imagenet/model_a_prelu.yaml"

@@ -1,5 +1,6 @@
 """The layout is the architecture: imports point one way (cli -> studies -> experiment -> {models -> nn, data} ->
-ground), the README's layout table is the package's folder tree, the README stays short and speaks of the project
+ground; inside experiment, its rooms rundir <- training <- {sweeps, evaluation}), no import circle anywhere in the
+package, the README's layout table is the package's folder tree, the README stays short and speaks of the project
 alone, and ``delving --help`` answers without importing torch."""
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ ALLOWED = {
     "experiment": {"models", "nn", "data", "ground"},
     "studies": {"experiment", "models", "nn", "data", "ground"},
 }
+# The experiment layer's rooms, bottom to top: a room imports itself and the rooms of a lower rank only.
+EXPERIMENT_ROOMS = {"rundir": 0, "training": 1, "sweeps": 2, "evaluation": 2}
 FORBIDDEN_LIBRARIES = {
     "nn": {"lightning", "wandb", "ffcv", "omegaconf"},
     "models": {"lightning", "wandb", "ffcv", "omegaconf"},
@@ -120,6 +123,93 @@ def test_imports_point_down_the_layers(path):
     assert not wrong, f"{path.relative_to(ROOT)} ({layer}) imports {', '.join(sorted(wrong))}"
 
 
+def room_of(module: str) -> str | None:
+    """The experiment room of a dotted module name (``delving.experiment.training.fit`` -> ``training``)."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "experiment" else None
+
+
+EXPERIMENT_MODULES = [p for p in modules() if module_name(p).startswith("delving.experiment.")]
+
+
+@pytest.mark.parametrize("path", EXPERIMENT_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_experiment_rooms_import_down(path):
+    room = room_of(module_name(path))
+    assert room in EXPERIMENT_ROOMS, f"{path}: outside the experiment rooms {sorted(EXPERIMENT_ROOMS)}"
+    wrong = sorted(name for name in imported_modules(path) if room_of(name) and room_of(name) != room
+                   and EXPERIMENT_ROOMS.get(room_of(name), 99) >= EXPERIMENT_ROOMS[room])
+    assert not wrong, f"{path.relative_to(ROOT)} ({room}) imports {', '.join(wrong)} (a room at or above its own)"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Package module -> the package modules it imports (top level or inside functions). ``from pkg import name``
+    points at the submodule ``pkg.name`` when there is one, else at ``pkg``; the package root is left out (it
+    imports its layers lazily, on attribute access)."""
+    known = {module_name(p): p for p in modules()}
+    graph = {}
+    for name, path in known.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+            for target in targets:
+                while target and target not in known:  # `import a.b.c` of a module inside a package
+                    target = target.rpartition(".")[0]
+                if target and target != "delving" and target != name:
+                    edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan's algorithm), each sorted."""
+    index, low, stack, on_stack, circles = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return circles
+
+
+def test_the_circle_finder_finds_a_circle_through_a_function_level_import():
+    assert import_circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_in_the_package():
+    circles = import_circles(import_graph())
+    assert not circles, "import circles: " + "; ".join(" <-> ".join(c) for c in circles)
+
+
 def readme_layout_rows() -> dict[str, str]:
     """The README's layout table: first-column path -> the rest of its row."""
     text = (ROOT / "README.md").read_text()
@@ -134,8 +224,8 @@ def readme_layout_rows() -> dict[str, str]:
 
 def test_readme_layout_table_is_the_package_tree():
     rows = readme_layout_rows()
-    tree = {f"delving/{p.name}/" if p.is_dir() else f"delving/{p.name}" for p in PACKAGE.iterdir()
-            if p.name != "__pycache__" and (p.is_dir() and (p / "__init__.py").exists() or p.suffix == ".py")}
+    packages = {f"{p.parent.relative_to(ROOT)}/" for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE}
+    tree = packages | {f"delving/{p.name}" for p in PACKAGE.glob("*.py")}
     assert set(rows) == tree, f"missing from the README: {tree - set(rows)}; not in the tree: {set(rows) - tree}"
     for folder in (p for p in tree if p.endswith("/")):  # a subpackage's row names each of its modules
         stems = {p.stem for p in (ROOT / folder).glob("*.py") if p.stem != "__init__"}

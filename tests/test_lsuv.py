@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from delving.nn.probes import variance_profile
-from delving.experiment.config import load_config
+from delving.experiment.training.config import load_config
 from delving.data import DigitsDataModule
 from delving.nn.lsuv import lsuv
 from delving.models import create_initialized
-from delving.experiment.train import fit
+from delving.experiment.training.train import fit
 
 
 @pytest.fixture(scope="module")

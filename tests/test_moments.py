@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from delving.experiment.config import load_config
+from delving.experiment.training.config import load_config
 from delving.nn.init import initialize
 from delving.nn.activations import make_activation
 from delving.nn.moments import monte_carlo, second_moments

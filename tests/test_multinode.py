@@ -174,9 +174,9 @@ def test_one_process_run_killed_mid_epoch_resumes_on_two(data_root, tmp_path):
 def test_checkpoint_every_n_steps_adds_a_step_checkpoint_writing_last_and_rejects_zero(tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from delving.experiment.config import load_config
+    from delving.experiment.training.config import load_config
     from delving.errors import DelvingError
-    from delving.experiment.train import build_trainer
+    from delving.experiment.training.train import build_trainer
 
     cfg = load_config(None, ["trainer.checkpoint_every_n_steps=3", "tracking.wandb=disabled"])
     trainer = build_trainer(cfg, tmp_path, False, progress=False)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from delving.experiment.config import load_config
+from delving.experiment.training.config import load_config
 from delving.errors import DelvingError
-from delving.experiment.train import fit
+from delving.experiment.training.train import fit
 
 RECIPES = sorted(p for p in (Path(__file__).parent.parent / "experiments" / "imagenet").glob("*.yaml")
                  if p.name != "base.yaml")

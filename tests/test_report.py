@@ -12,7 +12,7 @@ from PIL import Image
 from delving import paper_values
 from delving.studies import report
 from delving.cli import main
-from delving.experiment.config import load_config, to_dict
+from delving.experiment.training.config import load_config, to_dict
 from delving.errors import DelvingError
 
 EPOCHS = 6
@@ -154,7 +154,7 @@ def test_cli_writes_the_report(sweep, tmp_path, capsys):
 
 def test_report_of_real_tiny_runs(tiny, tmp_path):
     """Two real runs (ReLU and PReLU, same init and seed) through fit -> csv -> load_runs -> report."""
-    from delving.experiment.train import fit
+    from delving.experiment.training.train import fit
 
     for act in ("relu", "prelu"):
         cfg = load_config(None, [*tiny, f"model.activation={act}", "trainer.max_epochs=2", f"name={act}"])

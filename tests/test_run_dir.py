@@ -1,4 +1,4 @@
-"""The run folder (delving/experiment/run_dir.py): identity = config, nothing lost over resumes, atomic
+"""The run folder (delving/experiment/rundir/run_dir.py): identity = config, nothing lost over resumes, atomic
 checkpoints, a corrupt last.ckpt falls back to the newest valid one, one writer at a time."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from delving.errors import DelvingError
-from delving.experiment.config import load_config
-from delving.experiment.run_dir import (FilesystemError, RunDir, RunLocked, checkpoint_position, differing_keys,
+from delving.experiment.training.config import load_config
+from delving.experiment.rundir.run_dir import (FilesystemError, RunDir, RunLocked, checkpoint_position, differing_keys,
                                         fingerprint)
-from delving.experiment.run_io import AtomicCheckpointIO
-from delving.experiment.train import fit, run_dir
+from delving.experiment.rundir.run_io import AtomicCheckpointIO
+from delving.experiment.training.train import fit, run_dir
 
 
 def _snapshot(folder: Path) -> dict:
@@ -191,7 +191,7 @@ def test_a_checkpoint_write_on_a_full_disk_leaves_no_partial_file(tmp_path, full
 
 
 def test_fit_on_a_full_disk_is_one_line_naming_the_path(tiny, monkeypatch):
-    import delving.experiment.run_io as run_io
+    import delving.experiment.rundir.run_io as run_io
 
     def full(obj, f, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -1,12 +1,12 @@
 """The run folder's layout has one owner: each file name of a run folder is written as a literal in exactly one
-module of the package (delving/experiment/run_dir.py); every other module asks RunDir for the path."""
+module of the package (delving/experiment/rundir/run_dir.py); every other module asks RunDir for the path."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-from delving.experiment.run_dir import RunDir
+from delving.experiment.rundir.run_dir import RunDir
 
 PACKAGE = Path(__file__).resolve().parent.parent / "delving"
 # File names that are ordinary words elsewhere too (job_type="eval", a "lock" in prose): only their path forms
@@ -44,7 +44,7 @@ def test_each_run_folder_file_name_is_a_literal_in_exactly_one_module():
         for text in _strings(ast.parse(path.read_text())):
             for name in names_in(text):
                 where[name].add(str(path.relative_to(PACKAGE)))
-    owner = "experiment/run_dir.py"
+    owner = "experiment/rundir/run_dir.py"
     elsewhere = {name: sorted(modules - {owner}) for name, modules in where.items() if modules - {owner}}
     assert elsewhere == {}
     assert all(owner in where[name] for name in NAMES if name not in WORDS)  # the check does see the literals

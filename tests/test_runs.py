@@ -16,10 +16,10 @@ from omegaconf import OmegaConf
 
 from conftest import TINY
 from delving.studies import slopes
-from delving.experiment.config import load_config
+from delving.experiment.training.config import load_config
 from delving.errors import DelvingError
 from delving.studies.runs import SLOPE_COLUMNS, TABLE_COLUMNS, VARIANCE_COLUMNS, load_runs, network_order
-from delving.experiment.train import fit
+from delving.experiment.training.train import fit
 
 EPOCHS = 2
 

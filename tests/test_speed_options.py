@@ -1,4 +1,4 @@
-"""Speed options compute the same thing: each switch of delving.experiment.speed (channels_last, in-place activations, bf16
+"""Speed options compute the same thing: each switch of delving.experiment.training.speed (channels_last, in-place activations, bf16
 autocast, torch.compile) against the plain model after a few SGD steps, and the fused SGD against torch's default
 one (delving.nn.prelu.PReLU against torch.nn.PReLU: tests/test_prelu_cpu.py). No timings here: benchmarks/train_throughput.py measures speed."""
 
@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import ROOT
-from delving.experiment.config import load_config
+from delving.experiment.training.config import load_config
 from delving.errors import DelvingError
 from delving.nn.activations import make_activation
 from delving.models import create_initialized
-from delving.experiment.speed import SpeedOptions, apply_speed_options
-from delving.experiment.system import sgd
-from delving.experiment.system import param_groups
+from delving.experiment.training.speed import SpeedOptions, apply_speed_options
+from delving.experiment.training.system import sgd
+from delving.experiment.training.system import param_groups
 
 STEPS = 3
 FP32_TOL = 1e-4   # relative: the same math in another order (NHWC kernels, fused reductions)
@@ -116,7 +116,7 @@ def test_config_switches_are_typed_and_checked():
 
 
 def test_fit_with_the_switches_on_trains(tiny):
-    from delving.experiment.train import fit
+    from delving.experiment.training.train import fit
 
     cfg = load_config(None, [*tiny, "model.activation=prelu", "trainer.channels_last=true",
                              "trainer.inplace_activations=true", "tracking.log_variance=false"])
@@ -150,8 +150,8 @@ def test_fused_sgd_makes_the_same_update_up_to_rounding():
 def test_the_system_uses_fused_sgd_unless_lightning_must_clip_mixed_precision_gradients(precision, clip, fused):
     from types import SimpleNamespace
 
-    from delving.experiment.config import OptimConfig
-    from delving.experiment.system import DelvingSystem
+    from delving.experiment.training.config import OptimConfig
+    from delving.experiment.training.system import DelvingSystem
 
     system = DelvingSystem(_tiny("prelu"), OptimConfig(gradient_clip_norm=clip, schedule="none"), num_classes=10)
     system._trainer = SimpleNamespace(precision=precision)
@@ -160,7 +160,7 @@ def test_the_system_uses_fused_sgd_unless_lightning_must_clip_mixed_precision_gr
 
 def test_fit_clips_gradients_under_bf16_autocast(tiny):
     """Lightning raises for a fused optimizer when it must clip mixed-precision gradients: the system falls back."""
-    from delving.experiment.train import fit
+    from delving.experiment.training.train import fit
 
     cfg = load_config(None, [*tiny, "trainer.precision=bf16-mixed", "optim.gradient_clip_norm=1.0",
                              "tracking.log_variance=false"])

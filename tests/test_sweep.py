@@ -14,14 +14,15 @@ from omegaconf import OmegaConf
 from conftest import ROOT, run_cli, terminal_sigint
 from delving.errors import DelvingError
 from delving.studies.summary import checks, finished_runs, summarize
-from delving.experiment.sweep import cell_name, configs, load_sweep, run_local
+from delving.experiment.sweeps.grid import cell_name, configs, load_sweep
+from delving.experiment.sweeps.local import run_local
 
 
 def test_deep_sweep_is_72_valid_runs_and_every_init_applies_to_every_activation(tmp_path):
     import torch
 
     from delving.data import DigitsDataModule
-    from delving.experiment.train import build_model
+    from delving.experiment.training.train import build_model
 
     cfgs = configs(load_sweep(ROOT / "sweeps" / "init_depth_deep.yaml"), tmp_path)
     assert len(cfgs) == 72 and {c.model.depth for c in cfgs} == {30, 50, 100}
@@ -180,11 +181,10 @@ def test_wandb_mode_creates_the_sweep_from_the_same_yaml_and_runs_an_agent(monke
     """Online path with W&B's own API stubbed (no server here): the raw YAML goes to wandb.sweep unchanged."""
     import wandb
 
-    import delving.experiment.sweep as sweep_module
-    import delving.experiment.wandb_run as tracking
+    import delving.experiment.sweeps.online as sweep_module
 
     calls = {}
-    monkeypatch.setattr(tracking, "wandb_mode", lambda requested: "online")
+    monkeypatch.setattr(sweep_module, "wandb_mode", lambda requested: "online")
     monkeypatch.setattr(wandb, "sweep", lambda config, project: calls.update(config=config, project=project) or "s1")
     monkeypatch.setattr(wandb, "Api", lambda: type("Api", (), {"default_entity": "me"})())
     monkeypatch.setattr(sweep_module.subprocess, "run", lambda cmd, **kw: calls.update(cmd=cmd))
@@ -199,7 +199,7 @@ def test_wandb_mode_creates_the_sweep_from_the_same_yaml_and_runs_an_agent(monke
 def test_list_and_cell_cover_the_grid_once_and_skip_finished(tmp_path, capsys):
     """Spreading a sweep over a job array: every listed cell run by index covers the grid exactly once."""
     from delving.cli import main
-    from delving.experiment.sweep import list_cells
+    from delving.experiment.sweeps.local import list_cells
 
     sweep_file = tmp_path / "tiny.yaml"
     sweep_file.write_text(
@@ -229,11 +229,11 @@ def test_list_and_cell_cover_the_grid_once_and_skip_finished(tmp_path, capsys):
 def test_every_listed_cell_of_the_default_sweep_covers_its_grid_once(tmp_path, monkeypatch, capsys):
     """`--list` then `--cell K` for every K over sweeps/init_depth.yaml (training replaced by a recorder that writes
     result.json): the 24 grid points each run once, and a second pass over the cells trains nothing."""
-    import delving.experiment.sweep
-    import delving.experiment.train
+    import delving.experiment.sweeps.local
+    import delving.experiment.training.train
     from delving.cli import main
-    from delving.experiment.run_dir import RunDir
-    from delving.experiment.train import run_dir
+    from delving.experiment.rundir.run_dir import RunDir
+    from delving.experiment.training.train import run_dir
 
     trained = []
 
@@ -243,9 +243,9 @@ def test_every_listed_cell_of_the_default_sweep_covers_its_grid_once(tmp_path, m
         RunDir(run_dir(cfg)).write_result({"status": "finished", "name": cfg.name, "epochs": cfg.trainer.max_epochs})
         return {"status": "finished", "name": cfg.name, "final_val_err1": 0.5, "fit_seconds": 0.0}
 
-    monkeypatch.setattr(delving.experiment.train, "fit", record)
+    monkeypatch.setattr(delving.experiment.training.train, "fit", record)
     merged = {}  # each CLI call re-merges the 24 configs (0.75 s); they do not change between calls: merge once
-    monkeypatch.setattr(delving.experiment.sweep, "configs", lambda sweep, folder: merged.get(folder) or merged.setdefault(
+    monkeypatch.setattr(delving.experiment.sweeps.local, "configs", lambda sweep, folder: merged.get(folder) or merged.setdefault(
         folder, configs(sweep, folder)))
     sweep_file, out = ROOT / "sweeps" / "init_depth.yaml", tmp_path / "runs"
     assert main(["sweep", str(sweep_file), "--out", str(out), "--list"]) == 0
@@ -262,7 +262,7 @@ def test_every_listed_cell_of_the_default_sweep_covers_its_grid_once(tmp_path, m
 def test_local_runner_starts_the_longest_cells_first(tmp_path, monkeypatch):
     """Cells run deepest first (cost ~ depth x epochs), so no worker idles at the end while another trains a deep
     net; within a depth, the grid's own order."""
-    import delving.experiment.sweep
+    import delving.experiment.sweeps.local
 
     order = []
 
@@ -270,9 +270,9 @@ def test_local_runner_starts_the_longest_cells_first(tmp_path, monkeypatch):
         order.append((cfg.model.depth, cfg.model.activation, cfg.init.scheme, cfg.seed))
         return {"status": "finished", "name": cfg.name, "final_val_err1": 0.5, "fit_seconds": 0.0}
 
-    monkeypatch.setattr(delving.experiment.sweep, "_run_cell", record)
-    monkeypatch.setattr(delving.experiment.sweep, "_setup", lambda threads: None)
-    folder, failed = delving.experiment.sweep.run_local(load_sweep(ROOT / "sweeps" / "init_depth.yaml"), tmp_path, jobs=1)
+    monkeypatch.setattr(delving.experiment.sweeps.local, "_run_cell", record)
+    monkeypatch.setattr(delving.experiment.sweeps.local, "_setup", lambda threads: None)
+    folder, failed = delving.experiment.sweeps.local.run_local(load_sweep(ROOT / "sweeps" / "init_depth.yaml"), tmp_path, jobs=1)
     depths = [depth for depth, *_ in order]
     assert failed == 0 and len(order) == 24 and depths == [30] * 12 + [22] * 12
     assert order[:2] == [(30, "relu", "xavier", 0), (30, "relu", "xavier", 1)]
@@ -294,7 +294,7 @@ def test_every_cell_is_checked_before_the_first_run(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "sweeps").glob("*.yaml")))
 def test_every_cell_of_every_repo_sweep_passes_the_check_before_the_first_run(name, tmp_path):
-    from delving.experiment.sweep import check_cells
+    from delving.experiment.sweeps.local import check_cells
 
     cfgs = configs(load_sweep(ROOT / "sweeps" / name), tmp_path)
     check_cells(cfgs)  # e.g. delta-orthogonal weights built under the check's meta device
@@ -302,7 +302,7 @@ def test_every_cell_of_every_repo_sweep_passes_the_check_before_the_first_run(na
 
 
 def test_a_cell_folder_holding_another_config_fails_the_sweep_before_any_run(tmp_path):
-    from delving.experiment.run_dir import RunDir
+    from delving.experiment.rundir.run_dir import RunDir
 
     sweep = load_sweep(write_sweep(tmp_path, "  seed: {values: [0, 1]}\n"))
     cfg = configs(sweep, tmp_path / "runs" / "tiny")[1]
@@ -316,8 +316,8 @@ def test_a_cell_folder_holding_another_config_fails_the_sweep_before_any_run(tmp
 
 
 def test_a_filesystem_fault_stops_the_sweep_with_its_cause(tmp_path, monkeypatch):
-    import delving.experiment.sweep as sweep_module
-    from delving.experiment.run_dir import FilesystemError
+    import delving.experiment.sweeps.local as sweep_module
+    from delving.experiment.rundir.run_dir import FilesystemError
 
     sweep = load_sweep(write_sweep(tmp_path, "  seed: {values: [0, 1]}\n"))
     blocked = tmp_path / "file"
@@ -335,8 +335,8 @@ def test_a_filesystem_fault_stops_the_sweep_with_its_cause(tmp_path, monkeypatch
 
 
 def test_a_locked_cell_is_skipped_not_failed(tmp_path, monkeypatch, capsys):
-    import delving.experiment.sweep as sweep_module
-    from delving.experiment.run_dir import RunLocked
+    import delving.experiment.sweeps.local as sweep_module
+    from delving.experiment.rundir.run_dir import RunLocked
 
     def busy(cfg):
         raise RunLocked(f"run folder {cfg.name} is in use by PID 1 on host")
@@ -454,8 +454,8 @@ def test_ctrl_c_stops_the_sweep_with_one_line_and_exit_130(tmp_path, jobs):
 
 
 def test_list_names_a_damaged_result_and_lists_its_cell_as_todo(tmp_path, capsys):
-    from delving.experiment.run_dir import RunDir
-    from delving.experiment.sweep import list_cells
+    from delving.experiment.rundir.run_dir import RunDir
+    from delving.experiment.sweeps.local import list_cells
 
     sweep = load_sweep(write_sweep(tmp_path, "  seed: {values: [0, 1]}\n"))
     damaged = RunDir(tmp_path / "runs" / "tiny" / "seed=1")

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from conftest import ROOT, terminal_sigint
-from delving.experiment.run_dir import RunDir
+from delving.experiment.rundir.run_dir import RunDir
 
 WORKER = str(ROOT / "tests" / "sweep_kill_worker.py")
 CELLS = ["seed=0", "seed=1"]  # the order the sweep trains them in (equal cost: the file's order)

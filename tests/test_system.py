@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 import delving  # noqa: F401
-from delving.experiment.config import OptimConfig
-from delving.experiment.system import DelvingSystem, param_groups
+from delving.experiment.training.config import OptimConfig
+from delving.experiment.training.system import DelvingSystem, param_groups
 
 
 def test_weight_decay_groups_by_module_type():

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from delving.experiment.callbacks import VARIANCE_IMAGES
-from delving.experiment.config import load_config
-from delving.experiment.train import build_datamodule, build_model, fit, run_dir
+from delving.experiment.training.callbacks import VARIANCE_IMAGES
+from delving.experiment.training.config import load_config
+from delving.experiment.training.train import build_datamodule, build_model, fit, run_dir
 from delving.nn.probes import variance_profile
 
 

@@ -18,12 +18,12 @@ import pytest
 from conftest import TINY, wandb_logs
 from delving.cli import main
 from delving.errors import DelvingError
-from delving.experiment.agent import agent_layout
-from delving.experiment.config import load_config, to_dict
-from delving.experiment.evaluate import resolve_checkpoint
-from delving.experiment.sweep import cell_config, load_sweep
-from delving.experiment.train import fit, run_dir
-from delving.experiment.wandb_run import MIN_SUMMARY_KEYS, log_model_setting, run_id
+from delving.experiment.sweeps.agent import agent_layout
+from delving.experiment.training.config import load_config, to_dict
+from delving.experiment.evaluation.evaluate import resolve_checkpoint
+from delving.experiment.sweeps.grid import cell_config, load_sweep
+from delving.experiment.training.train import fit, run_dir
+from delving.experiment.training.loggers import MIN_SUMMARY_KEYS, log_model_setting, run_id
 
 WANDB = str(Path(sys.executable).with_name("wandb"))
 

@@ -171,7 +171,7 @@ class PReLU(nn.PReLU):
     (``tests/test_prelu_cpu.py``), to any order: double backward, ``torch.func`` transforms, tracing and export
     behave as with ``nn.PReLU`` (``tests/test_prelu_autograd.py``).
 
-    A subclass, so anything that finds slopes by type (``delving.experiment.system.NO_DECAY_MODULES``,
+    A subclass, so anything that finds slopes by type (``delving.experiment.training.system.NO_DECAY_MODULES``,
     ``delving.nn.probes.slope_profile``) still finds them. It is ``nn.PReLU`` as is on other devices (CUDA's kernel
     is fused), for 0-d/1-d inputs, without grad, under ``torch.compile``/``torch.export`` (inductor fuses
     ``nn.PReLU``'s backward itself) and under ``torch.jit.trace`` (a trace records torch ops; an

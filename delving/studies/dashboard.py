@@ -10,7 +10,7 @@ Three sections, the panels the paper's figures ask for:
 
 A report rather than a workspace: each section needs its own run set (its own filter and grouping), which a report's
 panel grids have and a workspace (one run set for every section) does not. Every metric and config key the layout
-references is checked against what ``delving.experiment.callbacks`` logs and ``delving.experiment.config`` defines, so a renamed key fails
+references is checked against what ``delving.experiment.training.callbacks`` logs and ``delving.experiment.training.config`` defines, so a renamed key fails
 here and not as an empty panel on W&B. Building, validating and serializing need no network; ``save`` needs a login.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from delving.experiment.config import RunConfig
+from delving.experiment.training.config import RunConfig
 from delving.errors import DelvingError
 from delving.studies.runs import METRICS, SLOPE_PREFIX
 
@@ -154,7 +154,7 @@ def validate(layout: Layout, depth: int) -> dict:
     missing = object()
     for key in sorted(configs):
         if OmegaConf.select(schema, key, default=missing) is missing:
-            raise DelvingError(f"dashboard groups by config key {key!r}, which delving.experiment.config does not define")
+            raise DelvingError(f"dashboard groups by config key {key!r}, which delving.experiment.training.config does not define")
     # pydantic validated each object when it was built; dumping checks the whole tree serializes
     return TypeAdapter(type(layout.report)).dump_python(layout.report, mode="json")
 
@@ -165,7 +165,7 @@ def dashboard(project: str, entity: str | None = None, depth: int = 30, out: str
 
     Returns the line to print.
     """
-    from delving.experiment.wandb_run import wandb_mode
+    from delving.experiment.training.loggers import wandb_mode
 
     if depth < 9:
         raise DelvingError(f"--depth {depth}: the plain net needs depth >= 9 (the Fig. 3 net is 30)")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from delving.experiment.config import load_config
-from delving.experiment.train import build_datamodule
+from delving.experiment.training.config import load_config
+from delving.experiment.training.train import build_datamodule
 from delving.models import create_initialized
 from delving.nn.probes import correlation_profile
 from delving.studies.notebook import ROOT

@@ -14,8 +14,9 @@ import shlex
 from pathlib import Path
 
 from delving.errors import DelvingError
-from delving.experiment.run_dir import RunDir
-from delving.experiment.sweep import Sweep, load_sweep, run_local
+from delving.experiment.rundir.run_dir import RunDir
+from delving.experiment.sweeps.grid import Sweep, load_sweep
+from delving.experiment.sweeps.local import run_local
 
 # The repository: delving/studies/notebook.py -> the checkout that holds delving/, sweeps/ and experiments/. Found from
 # the package, so a notebook runs the same from any working directory.

@@ -26,7 +26,7 @@ from delving import paper_values as paper
 from delving.studies import slopes as slope_stats
 from delving.studies import summary
 from delving.errors import DelvingError
-from delving.experiment.run_dir import RunDir
+from delving.experiment.rundir.run_dir import RunDir
 from delving.studies.runs import DONE, first_epoch_below  # noqa: F401  (first_epoch_below: part of this API)
 
 THRESHOLDS = (summary.HALF_ERROR, summary.TRAINED_ERROR)  # "epochs to reach X": 50% and 10% top-1 val error

@@ -29,7 +29,7 @@ from typing import Iterable
 import pandas as pd
 
 from delving.errors import DelvingError
-from delving.experiment.run_dir import DONE, RunDir, identity
+from delving.experiment.rundir.run_dir import DONE, RunDir, identity
 
 TABLE_COLUMNS = ["run", "activation", "init", "depth", "seed", "status", "epochs", "final_val_err1",
                  "best_val_err1", "final_train_err1", "final_val_err5", "group", "path"]
@@ -164,7 +164,7 @@ _TABLE_KEYS = ("seed", "model.activation", "init.scheme", "model.depth")
 
 
 def varying_keys(runs: Runs, names: Iterable[str] | None = None) -> list[str]:
-    """Identity config keys (``delving.experiment.run_dir.identity``) whose value differs between the runs, other
+    """Identity config keys (``delving.experiment.rundir.run_dir.identity``) whose value differs between the runs, other
     than seed, activation, init and depth: e.g. ``optim.lr`` for a grid over learning rates."""
     names = list(runs.table.run if names is None else names)
     flat = [identity(runs.configs.get(name, {})) for name in names]

@@ -14,15 +14,15 @@ import pandas as pd
 import torch
 
 from delving.nn.probes import variance_profile
-from delving.experiment.config import load_config
-from delving.experiment.run_dir import RunDir
+from delving.experiment.training.config import load_config
+from delving.experiment.rundir.run_dir import RunDir
 
 BATCH = 256
 
 
 def measure(run_folder: Path) -> pd.DataFrame:
     """Forward/backward std per weight layer at init, for the config saved in ``run_folder``."""
-    from delving.experiment.train import build_datamodule, build_model
+    from delving.experiment.training.train import build_datamodule, build_model
 
     cfg = load_config(RunDir(run_folder).config_path, ["tracking.wandb=disabled"])
     torch.manual_seed(cfg.seed)

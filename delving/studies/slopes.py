@@ -28,7 +28,7 @@ import torch
 
 from delving import paper_values
 from delving.errors import DelvingError
-from delving.experiment.run_dir import RunDir
+from delving.experiment.rundir.run_dir import RunDir
 from delving.studies.runs import load_runs
 
 # Table 1's learned slopes (delving.paper_values, the one place the paper's numbers live) as a frame, in network

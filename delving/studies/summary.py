@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from delving.errors import DelvingError
-from delving.experiment.run_dir import RunDir
+from delving.experiment.rundir.run_dir import RunDir
 from delving.studies.runs import load_runs
 from delving.studies.runs import results as run_results
 from delving.studies.signal_report import conv_ratio

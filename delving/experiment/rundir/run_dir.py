@@ -21,7 +21,7 @@ never reused nor rewritten: :meth:`RunDir.check_identity` raises a one-line erro
 anything is written. Same identity: the run resumes (or is skipped when it has finished).
 
 This module needs no torch or Lightning; the Lightning pieces that write into a folder (the appending CSV logger,
-the atomic checkpoint writer) are in :mod:`delving.experiment.run_io`.
+the atomic checkpoint writer) are in :mod:`delving.experiment.rundir.run_io`.
 """
 
 from __future__ import annotations

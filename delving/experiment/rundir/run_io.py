@@ -1,4 +1,4 @@
-"""The Lightning pieces that write into a run folder (:class:`~delving.experiment.run_dir.RunDir` names the files).
+"""The Lightning pieces that write into a run folder (:class:`~delving.experiment.rundir.run_dir.RunDir` names the files).
 
 - :class:`AppendingCSVLogger`: Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts (with a
   warning); this one keeps it and appends, so the history of a run survives every resume as one file
@@ -7,7 +7,7 @@
   Lightning's ``LearningRateMonitor`` logs without flushing, so a kill inside an epoch would lose its lr row.
 - :func:`restore_epoch_train_rows`: Lightning logs an epoch's training means (``train/err1``,
   ``train/loss_epoch``) after that epoch's checkpoint; killed in between, the resumed run starts past the epoch and
-  never logs them. The checkpoint's :class:`~delving.experiment.callbacks.History` has them: they are written back.
+  never logs them. The checkpoint's :class:`~delving.experiment.rundir.history.History` has them: they are written back.
 - :class:`AtomicCheckpointIO`: a checkpoint is written to a temporary file in the same folder, fsync'd, then
   renamed over the old one; a kill or a full disk leaves the old checkpoint or the new one, never half of one.
 """
@@ -25,7 +25,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from delving.experiment.run_dir import RunDir, filesystem_error, replacing
+from delving.experiment.rundir.history import History
+from delving.experiment.rundir.run_dir import RunDir, filesystem_error, replacing
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -80,8 +81,6 @@ def restore_epoch_train_rows(run: RunDir, checkpoint: Path) -> int:
     Called after :meth:`RunDir.resume_point` cut the file back to the checkpoint, so a missing row can only be the
     last epoch's, and appending puts it where the uninterrupted run has it. The row is the one Lightning writes: at
     the epoch's last logging step (``global_step - 1``), with the values History read from the same metrics."""
-    from delving.experiment.callbacks import History
-
     path = run.metrics_path
     if not path.is_file():
         return 0

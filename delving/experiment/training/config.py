@@ -97,7 +97,7 @@ class TrainerConfig:
     fast_dev_run: bool = False
     deterministic: bool = False
     checkpoint_every_n_steps: Optional[int] = None  # also write last.ckpt every n steps (mid-epoch resume)
-    # Speed switches (delving/experiment/speed.py), off by default for the reasons measured in README "Speed".
+    # Speed switches (delving/experiment/training/speed.py), off by default for the reasons measured in README "Speed".
     channels_last: bool = False     # NHWC conv weights and activations
     inplace_activations: bool = False  # ReLU-family activations overwrite their input (needs log_variance=false)
     compile: bool = False           # torch.compile the model (inductor; needs a C++ compiler on CPU)

@@ -1,6 +1,6 @@
 """Run one config: build data, model (timm registry + init) and system, train with Lightning, record the result.
 
-A run lives in ``<out_dir>/<name>/``, a folder whose files :class:`~delving.experiment.run_dir.RunDir` names
+A run lives in ``<out_dir>/<name>/``, a folder whose files :class:`~delving.experiment.rundir.run_dir.RunDir` names
 (config, fingerprint, checkpoints, the metrics CSV, slopes, variance, the result, the lock). Running the same
 config again resumes from the last valid checkpoint, or does nothing when the run has finished; another config
 under the same name is a one-line error (docs/runs.md). One process writes a folder at a time (its lock).
@@ -18,20 +18,20 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from delving.experiment.config import LSUV, RunConfig, per_process_batch, to_dict
 from delving.data import datamodule_class
 from delving.errors import DelvingError
-from delving.nn.lsuv import lsuv
+from delving.experiment.rundir.history import History
+from delving.experiment.rundir.resume import ExactResume
+from delving.experiment.rundir.run_dir import FilesystemError, RunDir, checkpoint_position, filesystem_error
+from delving.experiment.rundir.run_io import AtomicCheckpointIO, FlushLogsAtCheckpoint, restore_epoch_train_rows
+from delving.experiment.training.callbacks import SlopeLogger, VarianceLogger
+from delving.experiment.training.config import LSUV, RunConfig, per_process_batch, to_dict
+from delving.experiment.training.loggers import finish_wandb, make_loggers
+from delving.experiment.training.provenance import provenance
+from delving.experiment.training.speed import SpeedOptions, StepTimer, apply_speed_options
+from delving.experiment.training.system import DelvingSystem
 from delving.models import create_initialized
-from delving.experiment.speed import SpeedOptions, StepTimer, apply_speed_options
-from delving.experiment.system import DelvingSystem
-from delving.experiment.callbacks import History, SlopeLogger, VarianceLogger
-from delving.experiment.run_dir import FilesystemError, RunDir, filesystem_error
-from delving.experiment.run_io import AtomicCheckpointIO, FlushLogsAtCheckpoint, restore_epoch_train_rows
-from delving.experiment.resume import ExactResume
-from delving.experiment.agent import agent_layout
-from delving.experiment.provenance import provenance
-from delving.experiment.wandb_run import finish_wandb, make_loggers
+from delving.nn.lsuv import lsuv
 
 
 def default_name(cfg: RunConfig) -> str:
@@ -118,7 +118,6 @@ def fit(cfg: RunConfig, *, progress: bool = True, callbacks=()) -> dict:
     nothing written; so is a folder another live process is writing (its lock), and a folder that cannot be written
     (disk full, read-only)."""
     entered = time.perf_counter()
-    cfg = agent_layout(cfg)  # under `wandb agent`: the folder, name and group `delving sweep` gives the grid point
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -196,8 +195,6 @@ def _close_process_group() -> None:
 
 def _saved_line(run: RunDir) -> str:
     """What an interrupted run keeps: its newest checkpoint, and the command that resumes it."""
-    from delving.experiment.run_dir import checkpoint_position
-
     position = checkpoint_position(run.last_checkpoint) if run.last_checkpoint.is_file() else None
     saved = (f"{run.path.name} keeps {run.last_checkpoint} (step {position[0]}, {position[1]} epoch(s) done)"
              if position else f"{run.path.name} had no checkpoint yet")

@@ -6,7 +6,7 @@ Protocols (the image at full resolution is normalized as in training; see :mod:`
   the 16×16 image itself), so its error equals the validation error the run reported.
 - ``10view``: AlexNet's test used by Tables 2 and 5: each image resized to shorter side ``s`` (the paper: 256),
   four corner crops and the centre crop of the training crop size, and their mirrors; softmax averaged over the
-  10 views (:func:`delving.experiment.views.ten_crop_boxes`).
+  10 views (:func:`delving.experiment.evaluation.views.ten_crop_boxes`).
 - ``dense``: "multi-view testing on feature maps" (Sec. 3, after SPP-net): the whole image at shorter side ``s``
   and its mirror go through the conv layers once; every window of the last conv map the size that a training crop
   produces (model A at 224: 14×14; the digits plain net at 16: its own 4×4 map) goes through SPP and the fc
@@ -40,14 +40,14 @@ from omegaconf.errors import OmegaConfBaseException
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms.v2.functional import resize
 
-from delving.experiment.config import LSUV, RunConfig, load_config, to_dict, validate
+from delving.experiment.training.config import LSUV, RunConfig, load_config, to_dict, validate
 from delving.data.full import full_val_images, same_size_batches
 from delving.errors import DelvingError, choices
-from delving.experiment.system import DelvingSystem
-from delving.experiment.run_dir import RunDir, write_json
-from delving.experiment.wandb_run import run_tags, wandb_mode
-from delving.experiment.train import build_datamodule, build_model
-from delving.experiment.views import dense_windows, ten_crop_boxes
+from delving.experiment.training.system import DelvingSystem
+from delving.experiment.rundir.run_dir import RunDir, write_json
+from delving.experiment.training.loggers import run_tags, wandb_mode
+from delving.experiment.training.train import build_datamodule, build_model
+from delving.experiment.evaluation.views import dense_windows, ten_crop_boxes
 
 PROTOCOLS = ("center", "10view", "dense")
 PAPER_CROP = 224

@@ -24,9 +24,9 @@ import lightning as L
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 from delving.errors import DelvingError, choices
-from delving.experiment.config import RunConfig, to_dict
-from delving.experiment.run_dir import RunDir, write_text
-from delving.experiment.run_io import AppendingCSVLogger
+from delving.experiment.training.config import RunConfig, to_dict
+from delving.experiment.rundir.run_dir import RunDir, write_text
+from delving.experiment.rundir.run_io import AppendingCSVLogger
 
 # Errors and losses: W&B's run summary keeps their minimum (the best epoch) and their last value.
 MIN_SUMMARY_KEYS = ("val/err1", "val/err5", "val/loss", "train/err1", "train/loss_epoch", "train/loss_step")
@@ -113,10 +113,6 @@ def make_loggers(cfg: RunConfig, run: RunDir, provenance: dict) -> list[Logger]:
         log_model=log_model_setting(cfg.tracking.log_model, mode),
         config={**to_dict(cfg), "provenance": provenance}, reinit="finish_previous", **ids))
     return loggers
-
-
-def wandb_logger(trainer: L.Trainer) -> WandbLogger | None:
-    return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
 
 
 def finish_wandb(loggers: list[Logger]) -> None:

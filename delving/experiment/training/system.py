@@ -9,7 +9,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from delving.experiment.config import OptimConfig
+from delving.experiment.training.config import OptimConfig
 
 # Parameters of these module types get no weight decay: decay "tends to push a_i to zero, and thus biases PReLU
 # toward ReLU" (Sec. 2.1). Chosen by module type, not by parameter name, so any model's PReLUs are found.

@@ -1,5 +1,6 @@
-"""Lightning callbacks of a run: the per-layer slope log, the signal at init (variance profile) and the
-per-epoch history kept in the checkpoint."""
+"""Lightning callbacks of a run: the per-layer slope log and the signal at init (variance profile), each written to
+the run folder and, when the run has one, to its W&B run. (The per-epoch history is the run folder's:
+:mod:`delving.experiment.rundir.history`.)"""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import WandbLogger
 
-from delving.experiment.run_dir import RunDir
-from delving.experiment.wandb_run import wandb_logger
+from delving.experiment.rundir.run_dir import RunDir
 from delving.nn.probes import correlation_profile, slope_profile, variance_profile
 
 # Images the variance profile is measured on (the first of the val set): 64 × 16×16 maps give ≥ 16k values per
@@ -132,33 +133,6 @@ class VarianceLogger(L.Callback):
                 table, "index", "forward_std", title=f"Forward std by layer ({stage})")})
 
 
-class History(L.Callback):
-    """Per-epoch validation metrics, learning rate and the epoch's mean training error and loss (with dropout, as
-    trained), kept in the checkpoint so a resumed run has all epochs."""
-
-    KEYS = ("val/err1", "val/err5", "val/loss")
-    TRAIN_KEYS = {"train/err1": "train/err1", "train/loss_epoch": "train/loss"}
-
-    def __init__(self):
-        self.rows: list[dict] = []
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
-        metrics = trainer.callback_metrics
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
-               "lr": trainer.optimizers[0].param_groups[0]["lr"]}
-        row.update({k: float(metrics[k]) for k in self.KEYS if k in metrics})
-        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        metrics = trainer.callback_metrics
-        for row in self.rows:
-            if row["epoch"] == trainer.current_epoch:
-                row.update({name: float(metrics[k]) for k, name in self.TRAIN_KEYS.items() if k in metrics})
-
-    def state_dict(self) -> dict:
-        return {"rows": self.rows}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.rows = list(state_dict.get("rows", []))
+def wandb_logger(trainer: L.Trainer) -> WandbLogger | None:
+    """The run's W&B logger among the Trainer's loggers, or None (W&B disabled)."""
+    return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)

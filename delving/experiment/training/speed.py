@@ -32,7 +32,7 @@ class SpeedOptions:
 
     @classmethod
     def from_trainer(cls, trainer) -> "SpeedOptions":
-        """The switches of a :class:`delving.experiment.config.TrainerConfig`."""
+        """The switches of a :class:`delving.experiment.training.config.TrainerConfig`."""
         return cls(trainer.channels_last, trainer.inplace_activations, trainer.compile)
 
 

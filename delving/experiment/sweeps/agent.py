@@ -1,7 +1,8 @@
 """Runs started by ``wandb agent`` laid out as ``delving sweep`` lays out the same grid point.
 
 A local sweep runs cell ``{model.activation: relu, seed: 0, ...}`` of sweep ``init_depth`` in
-``<out_dir>/init_depth/activation=relu,...,seed=0/`` with W&B group ``init_depth`` (:mod:`delving.experiment.sweep`).
+``<out_dir>/init_depth/activation=relu,...,seed=0/`` with W&B group ``init_depth``
+(:mod:`delving.experiment.sweeps.grid` names the cell). ``delving fit`` applies :func:`agent_layout` before training.
 An agent only passes the cell's values as ``--key=value`` arguments; the sweep's name and which of its parameters
 form the grid come from the sweep itself, which the agent's process reads from the W&B server it already talks to
 (``WANDB_SWEEP_ID``), and the cell's values from the file the agent writes them to (``WANDB_SWEEP_PARAM_PATH``).
@@ -19,8 +20,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from delving.errors import DelvingError
-from delving.experiment.config import RunConfig
-from delving.experiment.sweep import cell_name
+from delving.experiment.training.config import RunConfig
+from delving.experiment.sweeps.grid import cell_name
 
 
 def in_agent() -> bool:

@@ -1,130 +1,37 @@
-"""Sweeps in W&B's own YAML format, run locally (offline) or through a W&B server.
+"""A sweep's grid run here, offline: no W&B server needed (W&B cannot create or run a sweep without one: wandb
+issues 6234, 4586, 2008).
 
-W&B cannot create or run a sweep without its server (wandb issues 6234, 4586, 2008), so the same file runs two
-ways:
-
-- ``run_local``: enumerate the grid here, run every cell as an offline run in ``runs/<sweep name>/<cell>/``, skip
-  cells whose ``result.json`` exists, resume an unfinished cell from its ``last.ckpt``, and record a diverged cell
-  as such and go on. Cells run in ``jobs`` worker processes (imports cost ~5 s, so a process runs many cells).
-- ``run_wandb``: ``wandb.sweep`` + ``wandb agent``; each agent runs the YAML's ``command`` (``delving fit``).
-
-The special parameter ``config`` names the experiment YAML; every other parameter is a dotted config key.
+``run_local`` enumerates the grid (:mod:`delving.experiment.sweeps.grid`), runs every cell as an offline run in
+``runs/<sweep name>/<cell>/``, skips cells whose ``result.json`` exists, resumes an unfinished cell from its
+``last.ckpt``, and records a diverged cell as such and goes on. Cells run in ``jobs`` worker processes (imports
+cost ~5 s, so a process runs many cells). ``list_cells`` / ``run_cell`` number the grid for SLURM job arrays.
+The same file through a W&B server: :mod:`delving.experiment.sweeps.online`.
 """
 
 from __future__ import annotations
 
-import itertools
+import copy
 import os
-import shlex
-import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from types import SimpleNamespace
 
-import yaml
 from tqdm import tqdm
 
-from delving.experiment.config import RunConfig, load_config
 from delving.cpus import available_cpus
+from delving.data import datamodule_class
 from delving.errors import DelvingError
-from delving.experiment.run_dir import FilesystemError, RunDir, RunLocked, filesystem_error
-
-CONFIG_KEY = "config"
-
-
-@dataclass
-class Sweep:
-    """A parsed sweep file: its name, grid parameters (in file order) and fixed parameters."""
-
-    path: Path
-    name: str
-    grid: dict[str, list]
-    fixed: dict[str, object]
-    raw: dict = field(repr=False, default_factory=dict)
-
-    def cells(self) -> list[dict]:
-        """Every grid point as ``{key: value}``, in the file's order (first parameter varies slowest)."""
-        keys = list(self.grid)
-        return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
-
-
-def load_sweep(path: str | Path) -> Sweep:
-    """Read and check a W&B sweep YAML; any problem is a one-line :class:`DelvingError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DelvingError(f"sweep file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise DelvingError(f"malformed sweep YAML {path}{f' line {mark.line + 1}' if mark else ''}: "
-                           f"{getattr(err, 'problem', err)}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("parameters"), dict) or not raw["parameters"]:
-        raise DelvingError(f"malformed sweep YAML {path}: needs a 'parameters' mapping (W&B sweep format)")
-    if raw.get("method", "grid") != "grid":
-        raise DelvingError(f"sweep {path}: method {raw.get('method')!r} cannot run locally; valid: 'grid' "
-                           f"(use --wandb for W&B's random/bayes search)")
-    grid, fixed = {}, {}
-    for key, spec in raw["parameters"].items():
-        if isinstance(spec, dict) and isinstance(spec.get("values"), list) and spec["values"]:
-            grid[key] = _unique(path, key, spec["values"])
-        elif isinstance(spec, dict) and "value" in spec:
-            fixed[key] = spec["value"]
-        else:
-            raise DelvingError(f"malformed sweep YAML {path}: parameter {key!r} needs 'value: x' or a non-empty "
-                               f"'values: [...]' list")
-    return Sweep(path, str(raw.get("name") or path.stem), grid, fixed, raw)
-
-
-def _unique(path: Path, key: str, values: list) -> list:
-    """The values in file order, each once: a repeated value would make two cells of one run folder."""
-    unique = []
-    for value in values:
-        if value not in unique:
-            unique.append(value)
-    if len(unique) < len(values):
-        print(f"delving: note: sweep {path}: parameter {key!r} lists a value more than once; each cell runs once "
-              f"({len(values)} values -> {len(unique)})", file=sys.stderr)
-    return unique
-
-
-def cell_name(cell: dict) -> str:
-    """A folder name from a grid point: ``activation=relu,scheme=he,depth=30,seed=0``."""
-    return ",".join(f"{key.rsplit('.', 1)[-1]}={Path(str(value)).stem if key == CONFIG_KEY else value}"
-                    for key, value in cell.items())  # a grid over experiment YAMLs: config=<file stem>
-
-
-def cell_config(sweep: Sweep, cell: dict, out_root: Path) -> RunConfig:
-    """The run config of one grid point: experiment YAML <- fixed parameters <- the point's values."""
-    params = {**sweep.fixed, **cell}
-    config_path = params.pop(CONFIG_KEY, None)
-    overrides = [f"{key}={_yaml_value(value)}" for key, value in params.items()]
-    overrides += [f"out_dir={out_root}", f"name={cell_name(cell)}", f"tracking.group={sweep.name}"]
-    try:
-        return load_config(config_path, overrides)
-    except DelvingError as err:  # name the grid point: the sweep checks every cell before the first run
-        raise DelvingError(f"sweep cell {cell_name(cell)}: {err}") from None
-
-
-def _yaml_value(value) -> str:
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def configs(sweep: Sweep, out_root: Path) -> list[RunConfig]:
-    """Every cell's config, all checked before the first run starts (a bad key fails the sweep at once)."""
-    return [cell_config(sweep, cell, out_root) for cell in sweep.cells()]
+from delving.experiment.rundir.run_dir import FilesystemError, RunDir, RunLocked, filesystem_error
+from delving.experiment.sweeps.grid import Sweep, configs
+from delving.experiment.training.config import LSUV, RunConfig, to_dict
+from delving.experiment.training.train import build_model, fit, run_dir
 
 
 def check_cells(cfgs: list[RunConfig]) -> None:
     """Before the first run: every cell's model builds and initializes, and no cell's folder holds a run of another
     config. A problem is a one-line error naming the cell."""
-    import copy
-
-    from delving.experiment.config import LSUV, to_dict
-    from delving.experiment.train import build_model, run_dir
-
     built = set()
     for cfg in cfgs:
         RunDir(run_dir(cfg)).check_identity(to_dict(cfg))
@@ -149,10 +56,6 @@ def check_cells(cfgs: list[RunConfig]) -> None:
 
 def _shape_of(cfg: RunConfig):
     """What build_model reads from a datamodule, without reading the data (class counts only set a layer size)."""
-    from types import SimpleNamespace
-
-    from delving.data import datamodule_class
-
     cls = datamodule_class(cfg.data.name)
     return SimpleNamespace(in_chans=cls.in_chans,
                            num_classes=getattr(cls, "num_classes", None) or cfg.data.num_classes or 1000)
@@ -161,8 +64,6 @@ def _shape_of(cfg: RunConfig):
 def is_done(cfg: RunConfig) -> bool:
     """A cell is done when its result says finished or diverged after ``trainer.max_epochs`` (``RunDir.is_done``,
     the same rule ``fit`` skips by); an interrupted cell has no result."""
-    from delving.experiment.train import run_dir
-
     return RunDir(run_dir(cfg)).is_done(cfg.trainer.max_epochs)
 
 
@@ -206,16 +107,12 @@ def _quiet() -> None:
 
 
 def _run_cell(cfg: RunConfig) -> dict:
-    from delving.experiment.train import fit
-
     return fit(cfg, progress=False)
 
 
 def list_cells(sweep: Sweep, out_root: str | Path = "runs") -> list[tuple[int, str, bool]]:
     """(index, cell folder name, done) for every grid point, in the file's order: the numbering ``--cell K`` and
     a SLURM job array (``--array=0-<N-1>``) use, so a grid can be spread over machines without a W&B server."""
-    from delving.experiment.train import run_dir
-
     cells = []
     for k, cfg in enumerate(configs(sweep, Path(out_root) / sweep.name)):
         try:  # a damaged result is named, and the cell listed as todo: running it trains it again
@@ -234,8 +131,6 @@ def run_cell(sweep: Sweep, index: int, out_root: str | Path = "runs") -> dict | 
     cfg = cells[index]
     if is_done(cfg):
         return None
-    from delving.experiment.train import fit
-
     return fit(cfg)
 
 
@@ -331,27 +226,3 @@ def _report(bar: tqdm, cfg: RunConfig, result, tally: dict) -> None:
               if err is not None else f"  {result['name']}: {result['status']}")
 
 
-def sync_command(folder: Path) -> str | None:
-    """The ``wandb sync`` line that uploads the sweep's offline runs, or None if there are none."""
-    if not any(folder.glob("*/wandb/offline-run-*")):
-        return None
-    return f"wandb sync {shlex.quote(str(folder))}/*/wandb/offline-run-*"
-
-
-def run_wandb(sweep: Sweep, project: str | None = None, count: int | None = None) -> str:
-    """Create the sweep on W&B and run one agent here; print the command other machines use to join."""
-    from delving.experiment.wandb_run import wandb_mode
-
-    if wandb_mode("auto") != "online":
-        raise DelvingError("--wandb needs a W&B server and a login (run `wandb login`, or unset WANDB_MODE); "
-                           f"without one, run the same file locally: delving sweep {sweep.path}")
-    import wandb
-
-    project = project or load_config(sweep.fixed.get(CONFIG_KEY)).tracking.project
-    sweep_id = wandb.sweep(sweep.raw, project=project)
-    path = f"{wandb.Api().default_entity}/{project}/{sweep_id}"
-    print(f"created W&B sweep {path}\njoin from other machines (one agent per GPU): wandb agent {path}")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = ["wandb", "agent", *(["--count", str(count)] if count else []), path]
-    subprocess.run(cmd, env=env, check=False)
-    return path
