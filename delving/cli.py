@@ -77,7 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", default="runs", help="local output root (default: runs)")
     sweep.add_argument("--jobs", type=_number(int, 1), default=None,
                        help="parallel worker processes, >= 1 (default: one per CPU)")
-    sweep.add_argument("--count", type=_number(int, 1), default=None, help="with --wandb: runs for this agent")
+    sweep.add_argument("--count", type=_number(int, 1), default=None,
+                       help="runs to train, >= 1: with --wandb, this agent's; locally, at most this many now (a "
+                            "random/bayes file without run_cap needs it)")
+    sweep.add_argument("--seed", type=_number(int, 0), default=None,
+                       help="random/bayes locally: the search's seed, >= 0 (default: the folder's search's, else a "
+                            "hash of the sweep's name)")
     sweep.add_argument("--list", action="store_true", help="number the grid's cells (for --cell and job arrays)")
     sweep.add_argument("--cell", type=_number(int, 0), default=None,
                        help="run only cell K of --list (skipped if finished)")
@@ -287,9 +292,11 @@ def _rounded(value, digits: int = 4) -> str:
 
 
 def _fit(args, extra: list[str]) -> int:
+    from delving.experiment.training.checks import check_model
     from delving.experiment.training.config import load_config, to_dict
 
     cfg = load_config(args.config, overrides(extra))
+    check_model(cfg)  # fit's first step, made here too: --print-config refuses what fit refuses, in one line
     if args.print_config:
         import yaml
 
@@ -373,6 +380,9 @@ def _sweep(args) -> int:
     from delving.experiment.sweeps.online import run_wandb, sync_command
 
     sweep = load_sweep(args.file)
+    if args.seed is not None and (args.wandb or not sweep.is_search):
+        raise DelvingError(f"--seed {args.seed} seeds a local random/bayes search; valid: without --seed here "
+                           f"(method {sweep.method}{', on W&B' if args.wandb else ''})")
     if args.list:
         for index, name, done in list_cells(sweep, args.out):
             print(f"{index}\t{'done' if done else 'todo'}\t{name}")
@@ -386,10 +396,15 @@ def _sweep(args) -> int:
     if args.wandb:
         run_wandb(sweep, count=args.count)
         return 0
-    folder, failed = run_local(sweep, args.out, args.jobs)
+    if sweep.is_search:
+        from delving.experiment.sweeps.local_search import run_search
+
+        folder, failed = run_search(sweep, args.out, args.jobs, args.count, args.seed)
+    else:
+        folder, failed = run_local(sweep, args.out, args.jobs, args.count)
     from delving.studies.summary import summarize
 
-    print(summarize(folder))
+    print(summarize(folder, train_baselines=True))  # the table's shallow CNN baseline: one short run, trained once
     print(f"summary: {folder / 'summary.md'}, {folder / 'summary.csv'}, figure {folder / 'init_depth.png'}")
     sync = sync_command(folder)
     if sync:

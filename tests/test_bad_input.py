@@ -61,6 +61,79 @@ def test_fit_refuses_a_bad_value_before_writing_anything(override, message, tmp_
     assert not out.exists()
 
 
+SHORT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--threads=1"]
+STARTS = [  # (arguments, what the line must name): refused before W&B, Lightning or the run folder start
+    (("--model.kwargs={widths: [16, 32]}",),
+     "model delving_plain: model.kwargs.widths=[16, 32] is out of range; valid: 3 positive integers"),
+    (("--model.kwargs={bogus: 3}",), "model delving_plain cannot be built with model.kwargs={'bogus': 3} "),
+    (("--model.kwargs={bogus: 3}",),
+     "unexpected keyword argument 'bogus'); valid: model.kwargs among widths, fc_width"),
+    (("--model.name=resnet18", "--model.kwargs={bogus: 3}"),
+     "model resnet18 cannot be built with model.kwargs={'bogus': 3} "),
+    (("--trainer.extra={accumulate_grad_batches: abc}",),
+     "trainer.extra.accumulate_grad_batches='abc' has the wrong type; valid: int (lightning.Trainer's annotation)"),
+    (("--trainer.extra.accumulate_grad_batches=true",),
+     "trainer.extra.accumulate_grad_batches=True has the wrong type"),
+    (("--trainer.extra={max_time: {hours: soon}}",),
+     "trainer.extra.max_time={'hours': 'soon'} has the wrong type; valid: str | timedelta | dict[str, int] | None"),
+    (("--trainer.extra={max_steps: 3, val_check_interval: -1}",),
+     "trainer.extra.val_check_interval=-1 is refused by lightning.Trainer: You have passed invalid value -1"),
+    (("--name=",), "name= has no value; valid: name=VALUE (leave the override out for the default)"),
+    (("--name", " "), "name= has no value"),
+]
+
+
+@pytest.mark.parametrize("print_config", [False, True], ids=["fit", "print-config"])
+@pytest.mark.parametrize("args, message", STARTS, ids=[" ".join(a) for a, _ in STARTS])
+def test_fit_and_print_config_refuse_alike_before_anything_starts(args, message, print_config, tmp_path,
+                                                                  capsys, monkeypatch):
+    """The same one line from ``fit`` and ``fit --print-config``; W&B is on (offline): a check that came too late
+    would leave its folder, or the run's, in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    flag = ["--print-config"] if print_config else []
+    code, err = run_main(["fit", "--out_dir=runs", "--tracking.wandb=offline", *SHORT, *args, *flag], capsys)
+    assert_one_clear_line(code, err, message)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("error", [IndexError("tuple index out of range"), ValueError("negative dimensions"),
+                                   KeyError("stage4"), RuntimeError("")], ids=lambda e: type(e).__name__)
+def test_whatever_a_model_builder_raises_is_one_line_naming_the_model_and_values(error, tmp_path, capsys,
+                                                                                  monkeypatch):
+    import delving.experiment.training.checks as checks
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(checks, "build_model", refuse)
+    for flag in ([], ["--print-config"]):
+        code, err = run_main(["fit", "--model.depth=12", "--model.kwargs={widths: [4, 8, 8]}", "--out_dir=runs",
+                              "--tracking.wandb=offline", *SHORT, *flag], capsys)
+        assert_one_clear_line(code, err, f"model delving_plain cannot be built with model.depth=12, model.kwargs="
+                                         f"{{'widths': [4, 8, 8]}} ({type(error).__name__}")
+        assert "valid: model.kwargs among widths, fc_width, spp_levels" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_cell_is_refused_in_the_line_fit_gives_before_any_cell_runs(tmp_path, capsys):
+    from delving.experiment.sweeps.grid import load_sweep
+    from delving.experiment.sweeps.local import run_local
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\nmethod: grid\nparameters:\n  model.depth: {value: 9}\n  tracking.wandb: {value: "
+                     "disabled}\n  model.kwargs.widths: {values: [[4, 8, 8], [4, 8]]}\n")
+    with pytest.raises(DelvingError) as info:
+        run_local(load_sweep(sweep), tmp_path / "runs", jobs=1)
+    line = str(info.value)
+    assert line.startswith("sweep cell widths=[4, 8]: model delving_plain: model.kwargs.widths=[4, 8] is "
+                           "out of range; valid: 3 positive integers"), line
+    code, err = run_main(["fit", "--model.depth=9", "--model.kwargs={widths: [4, 8]}", f"--out_dir={tmp_path / 'runs'}",
+                          "--tracking.wandb=disabled"], capsys)
+    assert_one_clear_line(code, err, line.split(": ", 1)[1])
+    assert not (tmp_path / "runs").exists()
+
+
 def test_an_extends_cycle_is_one_line_naming_the_cycle(tmp_path, capsys):
     (tmp_path / "a.yaml").write_text("extends: b.yaml\nseed: 1\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\nseed: 2\n")

@@ -98,9 +98,48 @@ def test_trainer_extra_is_checked_against_lightnings_signature():
         load_config(None, ["trainer.extra.max_epochs=2"])
     with pytest.raises(DelvingError, match="trainer.extra.gradient_clip_val .* use optim.gradient_clip_norm"):
         load_config(None, ["trainer.extra.gradient_clip_val=1.0"])
-    with pytest.raises(DelvingError, match=r"trainer.extra \{'val_check_interval': -1\} is refused by "
+    with pytest.raises(DelvingError, match=r"trainer.extra.val_check_interval=-1 is refused by "
                                            r"lightning.Trainer: .*invalid value -1 for val_check_interval"):
         load_config(None, ["trainer.extra.val_check_interval=-1"])  # a known key, a value Lightning refuses
+
+
+@pytest.mark.parametrize("extra", ["{accumulate_grad_batches: 2}", "{max_time: {hours: 1}}",
+                                   "{max_time: '00:01:00:00'}", "{val_check_interval: 0.25}",
+                                   "{val_check_interval: 10}", "{profiler: simple}", "{detect_anomaly: true}",
+                                   "{enable_checkpointing: true}", "{check_val_every_n_epoch: null}"])
+def test_trainer_extra_values_of_lightnings_annotated_types_pass(extra):
+    """Every type an annotation allows passes, a key the throwaway Trainer also sets (enable_checkpointing) too."""
+    assert load_config(None, [f"trainer.extra={extra}"]).trainer.extra
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("{accumulate_grad_batches: abc}", "accumulate_grad_batches='abc' has the wrong type; valid: int "),
+    ("{accumulate_grad_batches: '2'}", "accumulate_grad_batches='2' has the wrong type"),  # strict: no coercion
+    ("{accumulate_grad_batches: 2.0}", "accumulate_grad_batches=2.0 has the wrong type"),
+    ("{detect_anomaly: 1}", "detect_anomaly=1 has the wrong type; valid: bool "),
+    ("{min_epochs: [1]}", "min_epochs=[1] has the wrong type; valid: int | None "),
+    ("{max_time: {hours: 1.5}}", "max_time={'hours': 1.5} has the wrong type; valid: str | timedelta | dict[str, int]"),
+    ("{max_time: soon}", "max_time='soon' is refused by lightning.Trainer: `Timer(duration='soon')` is not a valid "
+                         "duration"),
+    ("{profiler: fast}", "profiler='fast' is refused by lightning.Trainer: When passing string value for the "
+                         "`profiler` parameter"),
+    ("{max_steps: 10, overfit_batches: -1}", "overfit_batches=-1 is refused by lightning.Trainer"),
+])
+def test_a_bad_trainer_extra_value_is_named_by_key_value_and_what_is_valid(extra, message):
+    with pytest.raises(DelvingError) as info:
+        load_config(None, [f"trainer.extra={extra}"])
+    assert str(info.value).startswith("trainer.extra.") and message in str(info.value), info.value
+
+
+def test_annotations_read_as_written():
+    import datetime
+    from typing import Literal, Optional, Union
+
+    from delving.experiment.training.trainer_extra import type_text
+
+    assert type_text(int) == "int" and type_text(Optional[int]) == "int | None"
+    assert type_text(Union[str, datetime.timedelta, dict[str, int], None]) == "str | timedelta | dict[str, int] | None"
+    assert type_text(Union[bool, Literal["warn"], None]) == "bool | 'warn' | None"
 
 
 def test_trainer_extra_reaches_the_lightning_trainer(tmp_path):

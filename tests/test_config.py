@@ -47,6 +47,20 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(scalar)
 
 
+@pytest.mark.parametrize("override", ["name=", "name=  ", "tracking.group=", "model.depth="])
+def test_an_override_without_a_value_is_refused_not_read_as_null(override, tmp_path):
+    """OmegaConf reads ``key=`` as null: ``name=`` would train under the default name, ``model.depth=`` the
+    builder's default depth."""
+    key = override.split("=")[0]
+    with pytest.raises(DelvingError, match=rf"^{key}= has no value; valid: {key}=VALUE \(leave the override out"):
+        load_config(None, [override])
+    assert load_config(None, ["name=null"]).name is None  # null said outright is the default, as in YAML
+    assert load_config(None, ["tracking.group=''"]).tracking.group == ""  # an empty string said outright is a value
+    (tmp_path / "empty_name.yaml").write_text("name: ''\n")
+    with pytest.raises(DelvingError, match=r"name='' is not a folder name"):
+        load_config(tmp_path / "empty_name.yaml")
+
+
 def test_cli_override_syntax():
     assert overrides(["--model.depth=30", "--seed", "2"]) == ["model.depth=30", "seed=2"]
     with pytest.raises(DelvingError, match="has no value"):

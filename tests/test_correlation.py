@@ -110,7 +110,7 @@ def test_tat_init_sets_every_slope_and_eq15_std():
     model = timm.create_model("delving_plain", depth=100, widths=(4, 8, 8), fc_width=16, activation="prelu",
                               in_chans=1, num_classes=10)
     initialize(model, "tat", "fan_in", generator=torch.Generator().manual_seed(0))
-    a = tat_slope(99)
+    a = tat_slope(99, 0.8)  # the default eta for Gaussian weights
     acts = rectifier_layers(model)
     assert len(acts) == 99
     assert all(torch.allclose(act.weight, torch.full_like(act.weight, a)) for act in acts)

@@ -103,3 +103,45 @@ def test_he_treats_rectifier_like_activations_as_relu():
         conv = next(m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
         n = conv.weight[0].numel()
         assert abs(float(conv.weight.detach().std()) / math.sqrt(2 / n) - 1) < 0.05  # Eq. 10 with a = 0
+
+
+@pytest.mark.parametrize("weights, eta", [("gaussian", 0.8), ("delta_orthogonal", 0.9)])
+def test_tat_eta_defaults_by_the_weights_kind_and_reaches_the_slopes(weights, eta):
+    """init.tat_eta null: TAT's target is 0.8 with Gaussian weights, 0.9 with delta-orthogonal ones; the slope set
+    on every PReLU is tat_slope(L, eta) for the L = depth - 1 rectifier layers."""
+    from delving.models import create_initialized
+    from delving.nn.correlation import tat_slope
+    from delving.nn.init import TAT_ETA, rectifier_layers, tat_eta_for
+
+    assert TAT_ETA == {"gaussian": 0.8, "delta_orthogonal": 0.9} and tat_eta_for(weights) == eta
+    kwargs = dict(activation="prelu", depth=60, widths=(4, 8, 8), fc_width=16, in_chans=1, num_classes=10)
+    model = create_initialized("delving_plain", "tat", weights=weights, **kwargs)
+    slopes = torch.cat([act.weight.detach() for act in rectifier_layers(model)])
+    assert len(rectifier_layers(model)) == 59
+    torch.testing.assert_close(slopes, torch.full_like(slopes, tat_slope(59, eta)), rtol=0, atol=1e-6)
+    direct = initialize(timm.create_model("delving_plain", **kwargs), "tat", weights=weights)
+    assert float(rectifier_layers(direct)[0].weight.detach()[0]) == pytest.approx(tat_slope(59, eta), abs=1e-6)
+
+
+def test_an_explicit_tat_eta_wins_over_the_default():
+    from delving.models import create_initialized
+    from delving.nn.correlation import tat_slope
+    from delving.nn.init import rectifier_layers, tat_eta_for
+
+    assert tat_eta_for("gaussian", 0.9) == 0.9 and tat_eta_for("delta_orthogonal", 0.7) == 0.7
+    kwargs = dict(activation="prelu", depth=60, widths=(4, 8, 8), fc_width=16, in_chans=1, num_classes=10)
+    model = create_initialized("delving_plain", "tat", tat_eta=0.9, **kwargs)  # Gaussian weights
+    assert float(rectifier_layers(model)[-1].weight.detach()[0]) == pytest.approx(tat_slope(59, 0.9), abs=1e-6)
+    assert tat_slope(59, 0.9) != pytest.approx(tat_slope(59, 0.8), abs=1e-3)  # the two defaults are told apart
+
+
+def test_the_config_leaves_tat_eta_to_the_weights_kind_and_checks_an_explicit_one():
+    from delving.errors import DelvingError as Error
+    from delving.experiment.training.config import load_config
+
+    tat = ["model.activation=prelu", "init.scheme=tat"]
+    assert load_config(None, tat).init.tat_eta is None
+    assert load_config(None, [*tat, "init.tat_eta=0.85"]).init.tat_eta == 0.85
+    for bad in ("0.0", "1.0", "nan"):
+        with pytest.raises(Error, match=f"init.tat_eta={bad} must be between 0 and 1 .*valid: null or a number"):
+            load_config(None, [*tat, f"init.tat_eta={bad}"])

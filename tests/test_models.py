@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import timm
 import torch
@@ -58,3 +60,51 @@ def test_too_small_depth_and_pretrained_are_errors():
         timm.create_model("delving_plain", pretrained=True)
     with pytest.raises(DelvingError, match="unknown activation"):
         timm.create_model("delving_plain", activation="swish")
+
+
+@pytest.mark.parametrize("side, kernel, stride, maps", [
+    (28, 7, 2, [14, 7, 3]),    # the docstring's 28x28 digits with Table 1's 7x7/2 conv1: conv1, stage 2, stage 3
+    (16, 3, 1, [16, 8, 4]),    # the defaults
+    (31, 7, 2, [16, 8, 4]),    # the smallest side whose stage-3 map reaches SPP's level 4
+    (28, 5, 1, [28, 14, 7]),
+])
+def test_stem_kernel_and_stride_give_the_documented_map_sizes(side, kernel, stride, maps):
+    model = timm.create_model("delving_plain", depth=10, stem_kernel=kernel, stem_stride=stride, features_only=True,
+                              widths=(4, 8, 8), in_chans=1)
+    conv1 = model.features_conv1.conv
+    assert (conv1.kernel_size, conv1.stride, conv1.padding) == ((kernel,) * 2, (stride,) * 2, (kernel // 2,) * 2)
+    assert [m.shape[-1] for m in model(torch.randn(1, 1, side, side))] == maps
+    assert model.feature_info.reduction() == [stride, 2 * stride, 4 * stride]
+
+
+def test_a_stride_2_conv1_moves_the_cfg_sizes_with_it():
+    """timm's cfg describes the net built: min_input_size is the smallest side that reaches SPP's level, and
+    pool_size the map forward_features returns at input_size."""
+    model = timm.create_model("delving_plain", depth=10, stem_kernel=7, stem_stride=2)
+    cfg = model.pretrained_cfg
+    assert cfg["min_input_size"] == cfg["input_size"] == (3, 31, 31) and cfg["pool_size"] == (4, 4)
+    assert model.forward_features(torch.randn(1, 3, 31, 31)).shape[-1] == 4
+    assert model.forward_features(torch.randn(1, 3, 30, 30)).shape[-1] == 3
+    default = timm.create_model("delving_plain", depth=10).pretrained_cfg
+    assert default["input_size"] == default["min_input_size"] == (3, 16, 16) and default["pool_size"] == (4, 4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(widths=[16, 32]), "model.kwargs.widths=[16, 32] is out of range; valid: 3 positive integers (conv1, stage 2, "
+                            "stage 3)"),
+    (dict(widths=(16, 0, 32)), "model.kwargs.widths=[16, 0, 32] is out of range; valid: 3 positive integers"),
+    (dict(widths=16), "model.kwargs.widths=16 is out of range; valid: 3 positive integers"),
+    (dict(widths=[16, 32, 32.5]), "model.kwargs.widths=[16, 32, 32.5] is out of range"),
+    (dict(spp_levels=[]), "model.kwargs.spp_levels=[] is out of range; valid: one or more positive integers"),
+    (dict(fc_width=0), "model.kwargs.fc_width=0 is out of range; valid: a positive integer"),
+    (dict(stem_kernel=4), "model.kwargs.stem_kernel=4 is out of range; valid: an odd positive integer"),
+    (dict(stem_kernel=0), "model.kwargs.stem_kernel=0 is out of range; valid: an odd positive integer"),
+    (dict(stem_kernel=3, stem_stride=4), "model.kwargs.stem_stride=4 is out of range; valid: an integer in [1, "
+                                         "stem_kernel=3]"),
+    (dict(stem_stride=True), "model.kwargs.stem_stride=True is out of range"),
+    (dict(shortcut="yes"), "model.kwargs.shortcut='yes' is not valid; valid: true or false"),
+])
+def test_bad_kwargs_are_one_line_errors(kwargs, message):
+    with pytest.raises(DelvingError, match=re.escape(message)) as err:
+        timm.create_model("delving_plain", depth=10, **kwargs)
+    assert "\n" not in str(err.value)

@@ -102,6 +102,19 @@ def test_report_sets_our_numbers_beside_the_papers(sweep, tmp_path):
             assert image.format == "PNG" and image.size[0] > 300
 
 
+def test_the_report_has_the_baselines_of_the_runs_split(sweep, tmp_path):
+    from delving.studies import baselines
+
+    text = report.write_report(sweep, tmp_path / "out").read_text()
+    data = load_config(None, ["data.image_size=16"]).data  # make_run's split: the default one
+    record = json.loads(baselines.cache_path(sweep, data).read_text())["baselines"]  # beside the runs, not in out
+    assert list(record) == ["logistic regression", "linear SVM", "RBF SVM", "1-NN"]
+    for name, fitted in record.items():  # section 1's column of final val error
+        assert table_row(text, f"| – | – | baseline: {name} |")[4] == f"{fitted['val_err']:.3f}"
+    assert table_row(text, "| 11 | he | baseline: plain CNN, 11 layers, ReLU |")[4] == "not trained (see below)"
+    assert "make it with: delving fit --name=delving_plain-d11-relu-he-digits-" in text
+
+
 def test_slopes_that_did_not_move_are_called_noise(tmp_path):
     root = tmp_path / "flat"
     make_run(root, "prelu", "he", 0, 0.1, [0.25 + 0.001 * (i % 2) for i in range(len(LAYERS))])

@@ -65,7 +65,8 @@ def write_sweep(tmp_path: Path, parameters: str) -> Path:
 @pytest.mark.parametrize("text, message", [
     ("parameters: [1, 2\n", "malformed sweep YAML .* line"),
     ("method: grid\n", "needs a 'parameters' mapping"),
-    ("method: bayes\nparameters: {seed: {values: [1]}}\n", "method 'bayes' cannot run locally; valid: 'grid'"),
+    ("method: hill\nparameters: {seed: {values: [1]}}\n", "unknown method 'hill'; valid: grid, random, bayes"),
+    ("method: bayes\nparameters: {seed: {values: [1, 2]}}\n", "bayes needs metric.name, one a run logs every epoch"),
     ("parameters: {seed: {values: []}}\n", "parameter 'seed' needs 'value: x' or a non-empty"),
 ])
 def test_malformed_sweeps_are_one_line_errors(tmp_path, text, message):

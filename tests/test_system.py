@@ -1,9 +1,12 @@
+import lightning as L
 import pytest
 import timm
 import torch
 from torch import nn
 
 import delving  # noqa: F401
+from delving.data import DigitsDataModule
+from delving.experiment.rundir.history import History
 from delving.experiment.training.config import OptimConfig
 from delving.experiment.training.system import DelvingSystem, param_groups
 
@@ -41,3 +44,38 @@ def test_lr_schedules(schedule, kind):
     assert conf["optimizer"].defaults["momentum"] == 0.9
     if schedule == "plateau":
         assert conf["lr_scheduler"]["monitor"] == "val/err1"
+
+
+class _RecordingSystem(DelvingSystem):
+    """Records, per epoch, each training batch's summed loss, wrong top-1 count and size as its step saw them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches: dict[int, list[tuple[float, int, int]]] = {}
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        x, y = batch
+        with torch.no_grad():  # no dropout in a plain net: the logits the step saw, before its update
+            wrong = int((self(x).argmax(dim=1) != y).sum())
+        self.batches.setdefault(self.current_epoch, []).append((float(loss) * len(y), wrong, len(y)))
+        return loss
+
+
+def test_epoch_means_are_the_means_over_every_epochs_batches():
+    """train/loss_epoch and train/err1 are handed to self.log once per epoch: each epoch's value must still be the
+    mean over all of that epoch's batches (not the first batch's, not a previous epoch's), weighted by batch size."""
+    model = timm.create_model("delving_plain", depth=9, activation="prelu", in_chans=1, num_classes=10,
+                              widths=[4, 8, 8], fc_width=16)
+    system = _RecordingSystem(model, OptimConfig(lr=0.05, schedule="none"), num_classes=10)
+    history = History()
+    trainer = L.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[history])
+    trainer.fit(system, datamodule=DigitsDataModule(batch_size=25))
+    assert [row["epoch"] for row in history.rows] == [0, 1, 2]
+    for row in history.rows:
+        loss_sums, wrong, sizes = zip(*system.batches[row["epoch"]])
+        assert len(sizes) == 3
+        assert row["train/loss"] == pytest.approx(sum(loss_sums) / sum(sizes), rel=1e-5)
+        assert row["train/err1"] == pytest.approx(sum(wrong) / sum(sizes), abs=1e-6)

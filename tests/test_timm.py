@@ -19,7 +19,8 @@ from delving.nn.prelu import PReLU
 from conftest import run_cli
 
 MODELS = sorted(timm.list_models("delving_*"))
-MIN_SIDE = {"delving_plain": 16, "delving_small14": 80, "delving_small30": 80}
+PLAIN = ("delving_plain", "delving_resplain")  # 16x16 digits; the others take 224x224 photos
+MIN_SIDE = {"delving_plain": 16, "delving_resplain": 16, "delving_small14": 80, "delving_small30": 80}
 SMALL = dict(depth=9, widths=(4, 8, 8), fc_width=16, in_chans=3, num_classes=10)  # delving_plain, seconds
 
 
@@ -29,7 +30,7 @@ def test_resolve_data_config_returns_each_models_cfg(name):
         model = timm.create_model(name)
     cfg = model.pretrained_cfg
     assert cfg["architecture"] == name and model.default_cfg is cfg
-    side = 16 if name == "delving_plain" else 224
+    side = 16 if name in PLAIN else 224
     assert cfg["input_size"] == (3, side, side)
     smallest = MIN_SIDE.get(name, 112)  # Table 3's models: 112
     assert cfg["min_input_size"] == (3, smallest, smallest)
@@ -54,6 +55,51 @@ def test_min_input_size_is_the_smallest_size_the_net_takes(name):
         largest_level = max(model.pool.levels)
         assert model.forward_features(torch.empty(1, 3, side, side)).shape[-1] == largest_level
         assert model.forward_features(torch.empty(1, 3, side - 8, side - 8)).shape[-1] < largest_level
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_pool_size_is_the_unpooled_feature_map_at_input_size(name):
+    """timm's pool_size: the map forward_features returns at the cfg's input_size (SPP pools it afterwards)."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    with torch.device("meta"):
+        model = timm.create_model(name, num_classes=0, global_pool="")
+        features = model.forward_features(torch.empty(1, *cfg.input_size))
+        assert model(torch.empty(1, *cfg.input_size)).shape == features.shape  # no pooling, no fc layers
+    assert features.shape[-2:] == cfg.pool_size == model.pretrained_cfg["pool_size"]
+    assert features.shape[1] == model.num_features == model.head_hidden_size
+
+
+def test_global_pool_none_spp_and_empty():
+    torch.manual_seed(0)
+    model = timm.create_model("delving_plain", **SMALL).eval()
+    x = torch.randn(2, 3, 16, 16)
+    features = model.forward_features(x)
+    model.reset_classifier(0, "")  # timm's "no pooling": the forward ends at the last conv map
+    assert model.global_pool == "" and not hasattr(model.head, "fc1")
+    torch.testing.assert_close(model(x), features)
+    torch.testing.assert_close(model.forward_head(features, pre_logits=True), features)
+    assert model.head_hidden_size == model.num_features == 8 and isinstance(model.get_classifier(), nn.Identity)
+    model.reset_classifier(0)  # None keeps the pooling
+    assert model(x).dim() == 4
+    model.reset_classifier(4)  # a classifier brings SPP and fresh fc layers back
+    assert model.global_pool == "spp" and model(x).shape == (2, 4) and model.head_hidden_size == 16
+    assert not model.head.fc1.training  # the model's mode
+    with pytest.raises(DelvingError, match="global_pool='' takes num_classes=0"):
+        model.reset_classifier(4, "")
+    with pytest.raises(DelvingError, match="global_pool='' takes num_classes=0"):
+        timm.create_model("delving_plain", global_pool="", **SMALL)
+    with pytest.raises(DelvingError, match="global_pool='max' is not supported; valid: None, 'spp'"):
+        timm.create_model("delving_plain", global_pool="max", **SMALL)
+
+
+def test_device_and_dtype_reach_every_parameter_and_a_reset_classifier():
+    model = timm.create_model("delving_resplain", device="meta", dtype=torch.float64, **SMALL)
+    assert {(p.device.type, p.dtype) for p in model.parameters()} == {("meta", torch.float64)}
+    model.reset_classifier(0, "")
+    model.reset_classifier(3)
+    assert {(p.device.type, p.dtype) for p in model.parameters()} == {("meta", torch.float64)}
+    with pytest.raises(TypeError):
+        timm.create_model("delving_plain", not_a_model_arg=1)
 
 
 def _decay_of_each_parameter(optimizer, model) -> dict[str, float]:

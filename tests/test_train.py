@@ -4,10 +4,11 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from delving.experiment.training.callbacks import VARIANCE_IMAGES
 from delving.experiment.training.config import load_config
-from delving.experiment.training.train import build_datamodule, build_model, fit, run_dir
+from delving.experiment.training.train import build_datamodule, build_model, build_trainer, fit, run_dir
 from delving.nn.probes import variance_profile
 
 
@@ -154,3 +155,13 @@ def test_a_ddp_fit_ends_its_process_group(tiny, monkeypatch):
                              "name=ddp1"])
     assert fit(cfg, progress=False)["status"] == "finished"
     assert not torch.distributed.is_initialized()
+
+
+def test_the_progress_bar_redraws_every_logging_interval_and_a_bar_passed_in_is_kept(tiny, tmp_path):
+    """Lightning's default bar redraws at every step; the run's redraws every trainer.log_every_n_steps steps."""
+    cfg = load_config(None, [*tiny, "trainer.enable_progress_bar=true", "trainer.log_every_n_steps=7"])
+    bar = build_trainer(cfg, tmp_path / "run", False, progress=True).progress_bar_callback
+    assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == 7
+    own = TQDMProgressBar(refresh_rate=1)
+    assert build_trainer(cfg, tmp_path / "run", False, True, [own]).progress_bar_callback is own
+    assert build_trainer(cfg, tmp_path / "run", False, progress=False).progress_bar_callback is None

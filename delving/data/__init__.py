@@ -2,10 +2,12 @@
 
 from delving.data.digits import DigitsDataModule
 from delving.data.folder import FolderDataModule
+from delving.data.mnist5k import MNIST5kDataModule
 from delving.data.random import RandomDataModule
 from delving.errors import DelvingError
 
-DATAMODULES = {"digits": DigitsDataModule, "folder": FolderDataModule, "random": RandomDataModule}
+DATAMODULES = {"digits": DigitsDataModule, "folder": FolderDataModule, "mnist5k": MNIST5kDataModule,
+               "random": RandomDataModule}
 FFCV_MISSING = ("data.name=ffcv needs FFCV: `make system-deps` then `pip install -e '.[ffcv]'`, "
                 "or use data.name=folder (the torchvision fallback, same augmentations)")
 
@@ -24,4 +26,5 @@ def datamodule_class(name: str) -> type:
     return load_ffcv().FFCVDataModule if name == "ffcv" else DATAMODULES[name]
 
 
-__all__ = ["DATAMODULES", "DigitsDataModule", "FolderDataModule", "RandomDataModule", "datamodule_class", "load_ffcv"]
+__all__ = ["DATAMODULES", "DigitsDataModule", "FolderDataModule", "MNIST5kDataModule", "RandomDataModule",
+           "datamodule_class", "load_ffcv"]

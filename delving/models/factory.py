@@ -93,8 +93,9 @@ def create_model(name: str, activation: str | None = None, **kwargs) -> nn.Modul
 def create_initialized(name: str, scheme: str = "he", mode: str = "fan_in", *, fc_std: Sequence[float] | None = None,
                        prelu_factor: bool = True, device: str | torch.device = "cpu",
                        generator: torch.Generator | None = None, activation: str | None = None,
-                       tat_eta: float = 0.9, weights: str = "gaussian", **kwargs) -> nn.Module:
-    """:func:`create_model` initialized with ``scheme`` (see :func:`delving.nn.init.initialize`)."""
+                       tat_eta: float | None = None, weights: str = "gaussian", **kwargs) -> nn.Module:
+    """:func:`create_model` initialized with ``scheme`` (see :func:`delving.nn.init.initialize`); ``tat_eta`` None
+    is TAT's target for the ``weights`` kind (:data:`delving.nn.init.TAT_ETA`: 0.8 gaussian, 0.9 delta_orthogonal)."""
     require_registered(name)
     if not is_delving_model(name):
         model = create_model(name, activation, **kwargs).to(device)

@@ -67,14 +67,13 @@ PAPER_MODELS: dict[str, PaperModel] = {
 }
 
 # timm's pretrained_cfg of each (no weights): the paper trains on 224×224 crops and tests single-view on the center
-# 224 of the image resized to 256 (crop_pct 0.875, Sec. 3); min_input_size is the smallest input whose last conv
-# map is at least as large as the largest SPP level (7 for Table 3: 112; 6 for Table 1: 80).
+# 224 of the image resized to 256 (crop_pct 0.875, Sec. 3); min_input_size is a round input whose last conv map is
+# at least as large as the largest SPP level (7 for Table 3: 112; 6 for Table 1: 80).
+# pool_size, timm's size of the unpooled feature map at input_size, follows from each table: 14 for Table 3 (224 / 16),
+# 18 for Table 1 ([10]'s stage 3).
 default_cfgs = generate_default_cfgs({
-    "delving_model_a": default_cfg(224, 112, 0.875),
-    "delving_model_b": default_cfg(224, 112, 0.875),
-    "delving_model_c": default_cfg(224, 112, 0.875),
-    "delving_small14": default_cfg(224, 80, 0.875),
-    "delving_small30": default_cfg(224, 80, 0.875),
+    name: default_cfg(PAPER_MODELS[name].table, 224, 80 if name.startswith("delving_small") else 112, 0.875)
+    for name in PAPER_MODELS
 })
 
 

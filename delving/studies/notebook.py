@@ -1,5 +1,6 @@
-"""What the notebooks in ``notebooks/`` share: the repository root, where their runs and figures live, and training
-the runs a notebook reads when its source holds none (only when asked to).
+"""What the notebooks in ``notebooks/`` share: the repository root, where their runs and figures live, training
+the runs a notebook reads when its source holds none (only when asked to), and the baseline rows of its result
+tables (``delving.studies.baselines``).
 
 Each notebook's first code cell holds its parameters (tagged ``parameters``, so papermill can set them):
 ``SOURCE`` (a runs folder, relative to the repository, or ``"wandb:ENTITY/PROJECT"``), ``OUT`` (where figures and
@@ -14,6 +15,7 @@ import shlex
 from pathlib import Path
 
 from delving.errors import DelvingError
+from delving.studies import baselines as baseline
 from delving.experiment.rundir.run_dir import RunDir
 from delving.experiment.sweeps.grid import Sweep, load_sweep
 from delving.experiment.sweeps.local import run_local
@@ -119,3 +121,35 @@ def _relative(path: Path) -> Path:
         return path.resolve().relative_to(ROOT)
     except ValueError:
         return path
+
+
+def baselines(runs, source: str | Path, out: str | Path | None = None, train: bool = False) -> list:
+    """The baselines of the split ``runs`` (a ``load_runs`` result) were trained on: cached beside a local
+    ``source``'s runs (the ones its summary reads), in the notebook's output folder for W&B; ``train`` (the
+    notebook's ``TRAIN_IF_MISSING``) also trains the shallow CNN if it has not finished."""
+    from delving.studies.runs import DONE
+
+    done = runs.table.run[runs.table.status.isin(DONE)]
+    configs = [runs.configs[run] for run in done if runs.configs.get(run)]
+    home = _relative(baseline.home(resolve(source), figures_dir(source, out)))
+    with contextlib.chdir(ROOT):  # a relative folder, as ensure_runs trains: the rows' commands hold no absolute path
+        return baseline.for_runs(configs, home, train=train)
+
+
+def with_baselines(table, rows: list, columns: dict[str, str], label: str = "activation"):
+    """``table`` (a DataFrame of results) with one row per baseline below it, for display: ``label`` names the column
+    that gets ``baseline: <name>``, ``columns`` maps the table's columns to a baseline's fields (``val_err``,
+    ``train_err``, ``best_val_err``); ``depth``, ``init`` and ``seeds`` are filled where the table has them."""
+    import pandas as pd
+
+    fields = {**{c: c for c in ("depth", "init", "seeds") if c in table.columns}, **columns}
+    several = baseline.several_splits(rows)
+    extra = [{label: baseline.label(row, several), **{c: getattr(row, f) for c, f in fields.items()}} for row in rows]
+    out = pd.concat([table, pd.DataFrame(extra, columns=table.columns)], ignore_index=True)
+    whole = [c for c in table.columns if pd.api.types.is_integer_dtype(table[c])]
+    return out.astype({c: "Int64" for c in whole})  # depth 11, not 11.0, beside a baseline without one
+
+
+def baselines_note(rows: list) -> str:
+    """The Markdown under a table with baselines: what they are, where they are kept, and any that are missing."""
+    return baseline.note(rows)

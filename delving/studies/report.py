@@ -4,7 +4,8 @@ Reads the runs through ``delving.studies.runs.load_runs`` (a sweep folder, a run
 writes ``report.md`` with PNG figures into ``--out`` (default ``FOLDER/report``):
 
 1. Fig. 2/3 (Sec. 2.2): per depth × init × activation, the final val error mean [min, max] over seeds, how many seeds
-   stalled, the epochs each seed took to reach 50% and 10% error, beside what the paper's figures show;
+   stalled, the epochs each seed took to reach 50% and 10% error, beside what the paper's figures show, and the
+   baselines on the same split (``delving.studies.baselines``; read, never trained here);
 2. Table 1: the shape of the learned slope profile (conv1's slope, correlation of slope with depth, the fc slopes),
    ours per condition beside the paper's channel-wise column;
 3. Table 2: PReLU's gain over ReLU on runs matched by depth, init and seed, beside the paper's 33.82 → 32.64;
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from delving import paper_values as paper
+from delving.studies import baselines as baseline
 from delving.studies import slopes as slope_stats
 from delving.studies import summary
 from delving.errors import DelvingError
@@ -51,8 +53,10 @@ def write_report(source: str | Path, out: str | Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     results = run_results(runs, THRESHOLDS)
     results["epoch_below_half"] = results[f"epoch_below_{summary.HALF_ERROR:g}"]  # the name summary.checks reads
+    configs = [runs.configs[run] for run in done.run if runs.configs.get(run)]
+    baselines = baseline.for_runs(configs, baseline.home(source, out))
     parts = [f"# Reproduction report: {source}\n", _header(runs.table),
-             section_convergence(results, out), section_slopes(done, runs.slopes, out, source),
+             section_convergence(results, out, baselines), section_slopes(done, runs.slopes, out, source),
              section_gain(results, out), section_departures(runs)]
     path = out / "report.md"
     path.write_text("\n".join(parts))
@@ -80,8 +84,9 @@ def _mmm(values: pd.Series) -> str:
     return f"{v.mean():.3f} [{v.min():.3f}, {v.max():.3f}]"
 
 
-def section_convergence(results: pd.DataFrame, out: Path) -> str:
-    """Fig. 2/3: final error, stalls and epochs-to-threshold per cell, with summary's init × depth figure."""
+def section_convergence(results: pd.DataFrame, out: Path, baselines=()) -> str:
+    """Fig. 2/3: final error, stalls and epochs-to-threshold per cell, with summary's init × depth figure; the
+    ``baselines`` rows below the cells, in the same columns."""
     half, trained = (f"epoch_below_{t:g}" for t in THRESHOLDS)
     lines = ["## 1. Fig. 2/3: does the net train? (Sec. 2.2)", "",
              "![init x depth](init_depth.png)", "",
@@ -94,6 +99,10 @@ def section_convergence(results: pd.DataFrame, out: Path) -> str:
         stalled = int((cell.final_val_err1 >= summary.STALL_ERROR).sum())
         lines.append(f"| {depth} | {init} | {act} | {len(cell)} | {_mmm(cell.final_val_err1)} | {stalled}/{len(cell)} "
                      f"| {_epochs(cell[half])} | {_epochs(cell[trained])} | {claim} |")
+    several = baseline.several_splits(list(baselines))
+    lines += [_baseline_line(row, several) for row in baselines]
+    if baselines:
+        lines += ["", baseline.note(list(baselines))]
     lines += ["", "Paper checks, seed by seed (`delving.studies.summary.checks`):", ""]
     if results.duplicated(["activation", "init", "depth", "seed"]).any():  # checks compare one run per seed
         lines.append("- not checked: several runs share a cell and seed")
@@ -102,6 +111,19 @@ def section_convergence(results: pd.DataFrame, out: Path) -> str:
             "- not measured: needs ReLU runs with both xavier and he init"]
     summary.plot(results, out / "init_depth.png")
     return "\n".join(lines) + "\n"
+
+
+def _baseline_line(row: baseline.Baseline, several: bool) -> str:
+    """A baseline in section 1's columns: its final val error; for the CNN run also its stall and epochs to 50% and
+    10% error; "–" where a baseline has no such number."""
+    val = "–" if row.val_err is None else f"{row.val_err:.3f}"
+    if row.missing:
+        val = "not trained (see below)" if row.depth else "not computed (see below)"
+    per_epoch = row.curve and row.val_err is not None
+    stalled = f"{int(row.val_err >= summary.STALL_ERROR)}/1" if per_epoch else "–"
+    reach = [_epochs([first_epoch_below(list(row.curve), t)]) if per_epoch else "–" for t in THRESHOLDS]
+    return (f"| {row.depth or '–'} | {row.init or '–'} | {baseline.label(row, several)} | {row.seeds or '–'} | {val} "
+            f"| {stalled} | {reach[0]} | {reach[1]} | – |")
 
 
 def final_slopes(table: pd.DataFrame, slopes: pd.DataFrame) -> pd.DataFrame:

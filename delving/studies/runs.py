@@ -3,7 +3,9 @@
 ``load_runs("runs/init_depth")`` (a sweep folder, one run folder or a list of them) and
 ``load_runs("wandb:ENTITY/PROJECT")`` both give a :class:`Runs` with
 
-- ``table``: one row per run (:data:`TABLE_COLUMNS`), finished, diverged or unfinished ("running"/"incomplete");
+- ``table``: one row per run (:data:`TABLE_COLUMNS`), finished, diverged, pruned (stopped early by a sweep's
+  hyperband: ``delving.experiment.sweeps.pruning``) or unfinished ("running"/"incomplete"); :func:`results` keeps
+  the finished and diverged ones, so a pruned run's shorter curve is never averaged with whole runs;
 - ``history``: one row per run and epoch: the epoch's training error and loss (dropout on, as trained), the
   validation errors and loss, and the learning rate of each SGD group (``lr-SGD/decay``, ``lr-SGD/no_decay``);
 - ``slopes``: the PReLU slopes by layer and epoch (Table 1's columns), from ``slopes.csv`` or W&B's ``prelu/*``;

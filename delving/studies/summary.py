@@ -1,5 +1,6 @@
-"""Summary of an init x depth sweep: a table (CSV + Markdown) with training beside validation error, the paper's
-checks, the signal each run logged at init and after epoch 1, and a Fig. 2/3-style figure."""
+"""Summary of an init x depth sweep: a table (CSV + Markdown) with training beside validation error, the baselines
+on the same split (``delving.studies.baselines``), the paper's checks, the signal each run logged at init and after
+epoch 1, and a Fig. 2/3-style figure."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pandas as pd
 
 from delving.errors import DelvingError
 from delving.experiment.rundir.run_dir import RunDir
-from delving.studies.runs import load_runs
+from delving.experiment.sweeps.pruning import PRUNED
+from delving.studies import baselines as baseline
+from delving.studies.runs import first_epoch_below, load_runs
 from delving.studies.runs import results as run_results
 from delving.studies.signal_report import conv_ratio
 
@@ -22,9 +25,11 @@ GROUP = ["depth", "activation", "init"]
 
 def finished_runs(folder: str | Path) -> pd.DataFrame:
     """The finished and diverged runs under ``folder`` (``delving.studies.runs.results``, read by ``load_runs``),
-    with their val-error curves, the first epoch below 50% and their signal ratios (:func:`signal_ratios`)."""
+    with their val-error curves, the first epoch below 50% and their signal ratios (:func:`signal_ratios`). The runs
+    a sweep's hyperband pruned are not among them: they are in ``attrs["pruned"]`` (the table's rows)."""
     runs = load_runs(str(folder))
     results = run_results(runs, thresholds=(HALF_ERROR,))
+    results.attrs["pruned"] = runs.table[runs.table.status == PRUNED].reset_index(drop=True)
     if results.empty:
         statuses = ", ".join(sorted(runs.table.status.unique()))
         raise DelvingError(f"no finished runs under {folder} (statuses: {statuses})")
@@ -129,7 +134,8 @@ def checks(results: pd.DataFrame) -> list[tuple[str, bool]]:
     return out
 
 
-def markdown(summary: pd.DataFrame, checks_: list[tuple[str, bool]]) -> str:
+def markdown(summary: pd.DataFrame, checks_: list[tuple[str, bool]], baselines=()) -> str:
+    """The table (one row per cell, then the ``baselines`` rows in the same columns), its notes and the checks."""
     extra = group_keys(summary)[len(GROUP):]  # e.g. optim.lr for a grid over learning rates: one row per value
     lines = ["| depth | activation | init | " + "".join(f"{key} | " for key in extra) + "seeds | final train err "
              "| final val err | best val err | stalled | diverged | epoch < 50% (worst seed) | signal at init "
@@ -141,14 +147,51 @@ def markdown(summary: pd.DataFrame, checks_: list[tuple[str, bool]]) -> str:
                      f"| {_pm(r.final_mean, r.final_std)} | {_pm(r.best_mean, r.best_std)} | {r.stalled}/{r.seeds} "
                      f"| {r.diverged}/{r.seeds} | {half} | {_g(r.signal_init)} | {_g(r.signal_epoch1)} "
                      f"| {_g(r.corr_init)} |")
+    several = baseline.several_splits(list(baselines))
+    lines += [_baseline_line(row, len(extra), several) for row in baselines]
     lines += ["", "Train error: the last epoch's mean training error (dropout on, as trained); signal: last conv's "
               "forward std over the first conv's on a validation batch "
               f"(`{RunDir.VARIANCE}`), geometric mean over seeds; corr.: mean cosine between the batch's responses "
               f"at the last conv at init (`{RunDir.CORRELATION}`), mean over seeds."]
+    if baselines:
+        lines += ["", baseline.note(list(baselines))]
     if checks_:
         lines += ["", "Paper checks (Sec. 2.2, Fig. 2 and 3):", ""]
         lines += [f"- [{'x' if ok else ' '}] {text}" for text, ok in checks_]
     return "\n".join(lines) + "\n"
+
+
+def pruned_markdown(pruned: pd.DataFrame | None) -> str:
+    """The runs hyperband stopped early, one line each with the rule's numbers (``result.json``'s ``pruned``): listed
+    apart, since a run stopped after a few epochs is not a seed of the table's means."""
+    if pruned is None or pruned.empty:
+        return ""
+    lines = ["", f"Stopped early by the sweep's hyperband (`early_terminate`), left out of the rows above: "
+             f"{len(pruned)} run(s)", "",
+             "| run | epochs trained | final val err | band | metric at band | threshold |", "|---|---|---|---|---|---|"]
+    for row in pruned.itertuples():
+        rule = (RunDir(row.path).read_result() or {}).get(PRUNED, {}) if isinstance(row.path, str) else {}
+        lines.append(f"| {row.run} | {row.epochs} | {_e(row.final_val_err1)} | {rule.get('band', '–')} "
+                     f"| {rule.get('metric', '')} {_e(rule.get('value'))} | {_e(rule.get('threshold'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def _baseline_line(row: baseline.Baseline, extra: int, several: bool) -> str:
+    """A baseline in the table's columns: its errors where a net has its final train and val errors; for the CNN
+    also its best val error, stall and first epoch below 50%; "–" where a baseline has no such number."""
+    val = _e(row.val_err)
+    if row.missing:
+        val = "not trained (see below)" if row.depth else "not computed (see below)"
+    stalled = f"{int(row.val_err >= STALL_ERROR)}/1" if row.curve and row.val_err is not None else "–"
+    half = first_epoch_below(list(row.curve), HALF_ERROR) if row.curve else None
+    half = "–" if half is None else ("never" if math.isinf(half) else int(half))
+    cells = [row.depth or "–", baseline.label(row, several), row.init or "–", *["–"] * extra,
+             row.seeds or "–", _e(row.train_err), val, _e(row.best_val_err), stalled, "–", half, "–", "–", "–"]
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def _e(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _g(value: float) -> str:
@@ -193,16 +236,23 @@ def plot(results: pd.DataFrame, path: Path) -> Path:
     return save_figure(fig, path, dpi=110)
 
 
-def summarize(folder: str | Path) -> str:
-    """Write summary.csv, summary.md, init_depth.png and variance_profile.png into ``folder``; return the Markdown."""
+def summarize(folder: str | Path, *, train_baselines: bool = False) -> str:
+    """Write summary.csv, summary.md, init_depth.png and variance_profile.png into ``folder``; return the Markdown.
+
+    The table ends with the baselines of the runs' split (``delving.studies.baselines``: scikit-learn, cached in
+    ``folder/baselines/``, and the shallow CNN run); ``train_baselines`` trains the CNN first if it has not finished
+    (``delving sweep`` does, after its grid), otherwise its row says how to make it."""
     from delving.studies import signal_report
 
     folder = Path(folder)
     results = finished_runs(folder)
+    configs = [RunDir(path).read_config() for path in results.path if isinstance(path, str) and path]
+    baselines = baseline.for_runs(configs, baseline.home(folder, folder), train=train_baselines)
     summary = table(results)
     summary.to_csv(folder / "summary.csv", index=False)
     signal = signal_report.profiles(results, folder)
-    text = markdown(summary, checks(results)) + signal_report.markdown(signal)
+    text = markdown(summary, checks(results), baselines) + pruned_markdown(results.attrs.get("pruned"))
+    text += signal_report.markdown(signal)
     limit = depth_limit_checks(results)
     if limit:  # beyond the paper: the depth-limit sweep
         text += "\nBeyond the paper (plain nets to the limit):\n\n" + "".join(

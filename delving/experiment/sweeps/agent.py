@@ -7,7 +7,9 @@ An agent only passes the cell's values as ``--key=value`` arguments; the sweep's
 form the grid come from the sweep itself, which the agent's process reads from the W&B server it already talks to
 (``WANDB_SWEEP_ID``), and the cell's values from the file the agent writes them to (``WANDB_SWEEP_PARAM_PATH``).
 The run then gets the local name, folder, group and tags, so ``load_runs(..., filters={"group": ...})``,
-``delving summarize`` and a local re-run of the same grid point find it.
+``delving summarize`` and a local re-run of the same grid point find it. A run of ``method: random`` or ``bayes``
+is named as a local search names its proposals, with the W&B run id in place of the index (``run-<id>,lr=...``:
+:func:`delving.experiment.sweeps.search.run_name`), so no two runs share a folder.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from omegaconf import OmegaConf
 
 from delving.errors import DelvingError
 from delving.experiment.training.config import RunConfig
-from delving.experiment.sweeps.grid import cell_name
+from delving.experiment.sweeps.grid import GRID, cell_name
+from delving.experiment.sweeps.search import run_name
 
 
 def in_agent() -> bool:
@@ -35,12 +38,17 @@ def agent_layout(cfg: RunConfig, api=None) -> RunConfig:
         return cfg
     sweep = _sweep_config(cfg, os.environ["WANDB_SWEEP_ID"], api)
     name = str(sweep.get("name") or os.environ["WANDB_SWEEP_ID"])
-    grid = [key for key, spec in (sweep.get("parameters") or {}).items()
-            if isinstance(spec, dict) and isinstance(spec.get("values"), list)]
+    parameters = sweep.get("parameters") or {}
     values = _agent_values()
-    cell = {key: values[key] if key in values else _select(cfg, key) for key in grid}
-    return replace(cfg, out_dir=str(Path(cfg.out_dir) / name), name=cell_name(cell),
-                   tracking=replace(cfg.tracking, group=name))
+    if sweep.get("method", GRID) == GRID:
+        grid = [key for key, spec in parameters.items()
+                if isinstance(spec, dict) and isinstance(spec.get("values"), list)]
+        run = cell_name({key: values[key] if key in values else _select(cfg, key) for key in grid})
+    else:  # every searched (not fixed) parameter, and the run's id: a search may propose close values twice
+        searched = [key for key, spec in parameters.items() if isinstance(spec, dict) and "value" not in spec]
+        run = run_name(os.environ.get("WANDB_RUN_ID") or "agent",
+                       {key: values[key] if key in values else _select(cfg, key) for key in searched})
+    return replace(cfg, out_dir=str(Path(cfg.out_dir) / name), name=run, tracking=replace(cfg.tracking, group=name))
 
 
 def _sweep_config(cfg: RunConfig, sweep_id: str, api) -> dict:

@@ -5,28 +5,31 @@ issues 6234, 4586, 2008).
 ``runs/<sweep name>/<cell>/``, skips cells whose ``result.json`` exists, resumes an unfinished cell from its
 ``last.ckpt``, and records a diverged cell as such and goes on. Cells run in ``jobs`` worker processes (imports
 cost ~5 s, so a process runs many cells). ``list_cells`` / ``run_cell`` number the grid for SLURM job arrays.
-The same file through a W&B server: :mod:`delving.experiment.sweeps.online`.
+With ``early_terminate`` every cell trains under W&B's hyperband rule (:mod:`delving.experiment.sweeps.pruning`):
+a pruned cell is done. ``method: random`` / ``bayes``: :mod:`delving.experiment.sweeps.local_search`, with the
+functions below. The same file through a W&B server: :mod:`delving.experiment.sweeps.online`.
 """
 
 from __future__ import annotations
 
-import copy
+import functools
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-from types import SimpleNamespace
 
 from tqdm import tqdm
 
 from delving.cpus import available_cpus
-from delving.data import datamodule_class
 from delving.errors import DelvingError
 from delving.experiment.rundir.run_dir import FilesystemError, RunDir, RunLocked, filesystem_error
 from delving.experiment.sweeps.grid import Sweep, configs
-from delving.experiment.training.config import LSUV, RunConfig, to_dict
-from delving.experiment.training.train import build_model, fit, run_dir
+from delving.experiment.sweeps.pruning import Hyperband, HyperbandPruner, is_pruned, record_pruned
+from delving.experiment.training import train
+from delving.experiment.training.checks import check_model
+from delving.experiment.training.config import RunConfig, to_dict
+from delving.experiment.training.train import run_dir
 
 
 def check_cells(cfgs: list[RunConfig]) -> None:
@@ -35,36 +38,21 @@ def check_cells(cfgs: list[RunConfig]) -> None:
     built = set()
     for cfg in cfgs:
         RunDir(run_dir(cfg)).check_identity(to_dict(cfg))
-        key = repr((cfg.model, cfg.init, cfg.data.name, cfg.data.num_classes))
+        key = repr((cfg.model, cfg.init, cfg.data.name, cfg.data.root, cfg.data.num_classes))
         if key in built:
             continue
         built.add(key)
-        probe = copy.deepcopy(cfg)
-        if probe.init.scheme == LSUV:  # its data-dependent step needs a batch; the model is what is checked here
-            probe.init.scheme = "variance_preserving"
         try:
-            # built and initialized for real, on the CPU: only the real init meets every check of a scheme (PReLU
-            # slopes read for Eq. 15, TAT's slope search, delta-orthogonal kernels). delving's models are built on
-            # the meta device and materialized once, so this costs well under a second per distinct model here.
-            build_model(probe, _shape_of(cfg))
+            check_model(cfg)  # the check `delving fit` makes: the data module and the model built, on the CPU
         except DelvingError as err:
             raise DelvingError(f"sweep cell {cfg.name}: {err}") from None
-        except Exception as err:  # noqa: BLE001 - e.g. a depth too small for the model's stages
-            raise DelvingError(f"sweep cell {cfg.name}: the model cannot be built "
-                               f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-
-
-def _shape_of(cfg: RunConfig):
-    """What build_model reads from a datamodule, without reading the data (class counts only set a layer size)."""
-    cls = datamodule_class(cfg.data.name)
-    return SimpleNamespace(in_chans=cls.in_chans,
-                           num_classes=getattr(cls, "num_classes", None) or cfg.data.num_classes or 1000)
 
 
 def is_done(cfg: RunConfig) -> bool:
     """A cell is done when its result says finished or diverged after ``trainer.max_epochs`` (``RunDir.is_done``,
-    the same rule ``fit`` skips by); an interrupted cell has no result."""
-    return RunDir(run_dir(cfg)).is_done(cfg.trainer.max_epochs)
+    the same rule ``fit`` skips by), or pruned by the sweep's hyperband; an interrupted cell has no result."""
+    run = RunDir(run_dir(cfg))
+    return run.is_done(cfg.trainer.max_epochs) or is_pruned(run)
 
 
 def _init_worker(threads: int, parent: int) -> None:
@@ -107,7 +95,19 @@ def _quiet() -> None:
 
 
 def _run_cell(cfg: RunConfig) -> dict:
-    return fit(cfg, progress=False)
+    # train.fit looked up at each call, not bound at import: the point tests and the kill worker wrap
+    return train.fit(cfg, progress=False)
+
+
+def _run_pruned(cfg: RunConfig, hyperband: Hyperband) -> dict:
+    """One run under W&B's hyperband rule; a run it stops is recorded as pruned."""
+    pruner = HyperbandPruner(hyperband, cfg.name)
+    return record_pruned(RunDir(run_dir(cfg)), train.fit(cfg, progress=False, callbacks=[pruner]), pruner)
+
+
+def runner(hyperband: Hyperband | None):
+    """What trains one run of the sweep (picklable, for the worker processes): under hyperband or not."""
+    return functools.partial(_run_pruned, hyperband=hyperband) if hyperband else _run_cell
 
 
 def list_cells(sweep: Sweep, out_root: str | Path = "runs") -> list[tuple[int, str, bool]]:
@@ -131,15 +131,21 @@ def run_cell(sweep: Sweep, index: int, out_root: str | Path = "runs") -> dict | 
     cfg = cells[index]
     if is_done(cfg):
         return None
-    return fit(cfg)
+    hyperband = Hyperband.of(sweep.raw, Path(out_root) / sweep.name)
+    if hyperband:
+        pruner = HyperbandPruner(hyperband, cfg.name)
+        return record_pruned(RunDir(run_dir(cfg)), train.fit(cfg, callbacks=[pruner]), pruner)
+    return train.fit(cfg)
 
 
 def _cost(cfg: RunConfig) -> int:
     return (cfg.model.depth or 1) * cfg.trainer.max_epochs
 
 
-def run_local(sweep: Sweep, out_root: str | Path = "runs", jobs: int | None = None) -> tuple[Path, int]:
-    """Run every unfinished cell of the grid offline; return the sweep's output folder and the failed count.
+def run_local(sweep: Sweep, out_root: str | Path = "runs", jobs: int | None = None,
+              count: int | None = None) -> tuple[Path, int]:
+    """Run every unfinished cell of the grid offline (at most ``count`` of them, as ``wandb agent --count``); return
+    the sweep's output folder and the failed count.
 
     Every cell is checked first (config, model, folder identity). A cell that raises is reported and left
     unfinished (the next run of the sweep tries it again); the others go on. A cell another process is training
@@ -155,21 +161,22 @@ def run_local(sweep: Sweep, out_root: str | Path = "runs", jobs: int | None = No
         raise filesystem_error(err, folder) from None
     # Longest cells first (cost ~ depth x epochs): the last cells to finish are then short ones, so a worker does
     # not sit idle while another trains a deep net at the end. Each run is seeded on its own: order changes nothing.
-    todo = sorted((cfg for cfg in cfgs if not is_done(cfg)), key=_cost, reverse=True)
+    todo = sorted((cfg for cfg in cfgs if not is_done(cfg)), key=_cost, reverse=True)[:count]
     total = len(cfgs)
     print(f"sweep {sweep.name}: {total} cells, {total - len(todo)} already done, {len(todo)} to run -> {folder}")
     cpus = available_cpus()
     jobs = max(1, min(jobs or cpus, len(todo) or 1))
     threads = max(1, cpus // jobs)
     tally = {"failed": 0, "locked": 0}
+    train = runner(Hyperband.of(sweep.raw, folder))
     try:
         with tqdm(total=len(todo), desc=f"sweep {sweep.name}", unit="run") as bar:
             if jobs == 1:
                 _setup(threads)
                 for cfg in todo:
-                    _report(bar, cfg, _guarded(_run_cell, cfg), tally)
+                    report(bar, cfg, guarded(train, cfg), tally)
             else:
-                _run_pool(todo, jobs, threads, bar, tally)
+                _run_pool(todo, jobs, threads, bar, tally, train)
     except KeyboardInterrupt:
         done = sum(is_done(cfg) for cfg in cfgs)
         raise KeyboardInterrupt(f"sweep {sweep.name}: {done} of {total} cells finished in {folder}; the cells under "
@@ -180,24 +187,33 @@ def run_local(sweep: Sweep, out_root: str | Path = "runs", jobs: int | None = No
     return folder, tally["failed"]
 
 
-def _run_pool(todo: list[RunConfig], jobs: int, threads: int, bar: tqdm, tally: dict) -> None:
-    pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
+def worker_pool(jobs: int, threads: int) -> ProcessPoolExecutor:
+    """``jobs`` spawned worker processes that die with this one (:func:`_init_worker`)."""
+    return ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
                                initargs=(threads, os.getpid()))
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Kill the workers now rather than after their runs: they resume from their last checkpoint. SIGKILL, because
+    Lightning traps SIGTERM and the worker would train on to the end of its run."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.kill()
+
+
+def _run_pool(todo: list[RunConfig], jobs: int, threads: int, bar: tqdm, tally: dict, train=_run_cell) -> None:
+    pool = worker_pool(jobs, threads)
     try:
-        futures = {pool.submit(_run_cell, cfg): cfg for cfg in todo}
+        futures = {pool.submit(train, cfg): cfg for cfg in todo}
         for future in as_completed(futures):
-            _report(bar, futures[future], _guarded(future.result), tally)
+            report(bar, futures[future], guarded(future.result), tally)
     except BaseException:
-        # Stop now rather than after the running cells: they resume from their last checkpoint. SIGKILL,
-        # because Lightning traps SIGTERM and the worker would train on to the end of its cell.
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
+        stop_pool(pool)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _guarded(call, *args):
+def guarded(call, *args):
     """The call's result, or the exception it raised (one failed cell must not stop the others)."""
     try:
         return call(*args)
@@ -205,7 +221,7 @@ def _guarded(call, *args):
         return err
 
 
-def _report(bar: tqdm, cfg: RunConfig, result, tally: dict) -> None:
+def report(bar: tqdm, cfg: RunConfig, result, tally: dict) -> None:
     """Print one line for a finished cell and count it; a filesystem fault stops the sweep (raised)."""
     bar.update(1)
     if isinstance(result, FilesystemError):
@@ -220,6 +236,11 @@ def _report(bar: tqdm, cfg: RunConfig, result, tally: dict) -> None:
         return
     if result.get("already_done"):  # another process finished it since this sweep started
         bar.write(f"  {result['name']}: already {result['status']} (another process trained it)")
+        return
+    if result.get("pruned"):
+        p = result["pruned"]
+        bar.write(f"  {result['name']}: pruned after epoch {p['epoch']} (hyperband band {p['band']}: {p['metric']} "
+                  f"{p['value']:.3f}, threshold {p['threshold']:.3f}), {result['fit_seconds']:.1f} s")
         return
     err = result.get("final_val_err1")
     bar.write(f"  {result['name']}: {result['status']}, final val err {err:.3f}, {result['fit_seconds']:.1f} s"

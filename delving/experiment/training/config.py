@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from delving.errors import DelvingError, choices
+from delving.experiment.training.trainer_extra import check_trainer_extra
 from delving.nn.init import MODES, PRESETS, SCHEMES, TAT, WEIGHTS
 from delving.nn.activations import ACTIVATIONS
 
@@ -40,18 +41,26 @@ class InitConfig:
     mode: str = "fan_in"            # fan_in (forward, Eq. 10) | fan_out (backward, Eq. 14)
     fc_std: Optional[List[float]] = None  # fixed stds of the last fc layers, e.g. [0.01, 0.01, 0.001] (A/B/C)
     prelu_factor: bool = True       # Eq. 15's (1 + a^2) with the slope of the following activation
-    tat_eta: float = 0.9            # scheme=tat: target C_f(0) of the whole chain (Zhang et al. 2022), in (0, 1)
+    # scheme=tat: target C_f(0) of the whole chain (Zhang et al. 2022), in (0, 1); null: by init.weights, 0.8 for
+    # gaussian (on 100-layer nets it generalized better than TAT's 0.9: docs/beyond-the-paper.md), 0.9 for
+    # delta_orthogonal (delving.nn.init.TAT_ETA)
+    tat_eta: Optional[float] = None
     weights: str = "gaussian"       # gaussian (the paper) | delta_orthogonal (Xiao et al. 2018; odd kernels only)
 
 
 @dataclass
 class DataConfig:
-    name: str = "digits"            # digits (embedded default) | ffcv (root/{train,val}.beton) | folder | random
-    image_size: int = 16            # digits: upscale 8x8 to this; folder: crop size; random: smallest batch size
+    name: str = "digits"            # digits (embedded default) | mnist5k (5,000 MNIST digits, embedded) | ffcv
+    #                                 (root/{train,val}.beton) | folder | random
+    # digits: upscale 8x8 to this; mnist5k: resize 28x28 to this; folder: crop size; random: smallest batch size.
+    # null: the dataset's own size (IMAGE_SIZES), filled in when the config is loaded (config.yaml records it).
+    image_size: Optional[int] = None
     batch_size: int = 64            # per process, or the total over all processes (see batch_size_is)
     batch_size_is: str = "per_process"  # per_process | total (the paper's 128 is a total over its 4-8 GPUs)
-    val_fraction: float = 0.2       # digits: fixed, stratified train/val split
-    split_seed: int = 0             # digits: the split does not move with the run's seed
+    val_fraction: float = 0.2       # digits, mnist5k: fixed, stratified train/val split
+    split_seed: int = 0             # digits, mnist5k: the split does not move with the run's seed
+    translate: int = 0              # mnist5k: random shift of each training image by up to this many pixels, black
+    #                                 fill, seeded by (seed, epoch, index); 0: off. In [0, image_size)
     num_workers: int = 0            # loader worker processes (ffcv: decoding threads, 0 = the usable CPUs)
     root: Optional[str] = None      # folder: train/ and val/, one sub-folder per class; ffcv: train.beton, val.beton
     augmentation: str = "scale_jitter"  # folder: scale_jitter (Sec. 3) | single_scale (Table 2) | inception | none
@@ -135,7 +144,12 @@ LSUV = "lsuv"  # data-dependent (delving.nn.lsuv): variance_preserving, then uni
 EXTENDS = "extends"  # an experiment YAML may build on another one
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 SCHEDULES = ("plateau", "step", "none")
-DATASETS = ("digits", "ffcv", "folder", "random")
+DATASETS = ("digits", "ffcv", "folder", "mnist5k", "random")
+# data.image_size=null per dataset: mnist5k's native 28x28; 16 for the others (digits' upscale target, the key's default
+# before null existed, so no other dataset's runs change)
+IMAGE_SIZES = {"mnist5k": 28}
+DEFAULT_IMAGE_SIZE = 16
+TRANSLATING = ("mnist5k",)  # the data modules that implement data.translate
 ORDERS = ("random", "quasi_random", "sequential")
 BATCH_SCOPES = ("per_process", "total")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")  # lightning.Trainer's accelerator names
@@ -161,6 +175,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     layers = [OmegaConf.structured(RunConfig)]
     if path is not None:
         layers.append(_read_yaml(Path(path)))
+    _check_blank_overrides(overrides or [])
     try:
         if overrides:
             layers.append(OmegaConf.from_dotlist(list(overrides)))
@@ -168,8 +183,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except (ConfigKeyError, ValidationError, OmegaConfBaseException) as err:
         raise DelvingError(_config_error_line(err, path)) from None
     run: RunConfig = OmegaConf.to_object(cfg)
+    if run.data.image_size is None:
+        run.data.image_size = IMAGE_SIZES.get(run.data.name, DEFAULT_IMAGE_SIZE)
     validate(run)
     return run
+
+
+def _check_blank_overrides(overrides: list[str]) -> None:
+    """``name=`` with nothing after '=' is an error: OmegaConf reads it as null, which for ``name`` (or any key with
+    a default) would silently run the default instead of what was meant."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and not value.strip():
+            raise DelvingError(f"{key}= has no value; valid: {key}=VALUE (leave the override out for the default)")
 
 
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> DictConfig:
@@ -231,8 +257,9 @@ def validate(cfg: RunConfig) -> None:
     _one_of("init.scheme", cfg.init.scheme, [*SCHEMES, *PRESETS, LSUV])
     _one_of("init.mode", cfg.init.mode, MODES)
     _one_of("init.weights", cfg.init.weights, WEIGHTS)
-    if not 0.0 < cfg.init.tat_eta < 1.0:
-        raise DelvingError(f"init.tat_eta={cfg.init.tat_eta} must be between 0 and 1 (exclusive)")
+    if cfg.init.tat_eta is not None and not 0.0 < cfg.init.tat_eta < 1.0:
+        raise DelvingError(f"init.tat_eta={cfg.init.tat_eta} must be between 0 and 1 (exclusive); valid: null or a "
+                           f"number in (0, 1)")
     if cfg.init.scheme == TAT and cfg.model.activation not in TAT_ACTIVATIONS:
         raise DelvingError(f"init.scheme=tat sets a leaky slope from the depth, and model.activation="
                            f"{cfg.model.activation} has none; valid: {choices(TAT_ACTIVATIONS)}")
@@ -250,7 +277,7 @@ def validate(cfg: RunConfig) -> None:
     _check_devices(cfg.trainer.devices)
     for key in ("limit_train_batches", "limit_val_batches"):
         _check_limit(f"trainer.{key}", getattr(cfg.trainer, key))
-    _check_trainer_extra(cfg.trainer.extra)
+    check_trainer_extra(cfg.trainer.extra)
     _check_name(cfg.name)
     if isinstance(cfg.trainer.devices, int) and cfg.trainer.devices > 0:  # "auto" is only known once launched
         per_process_batch(cfg.data, cfg.trainer.devices * cfg.trainer.num_nodes)
@@ -263,9 +290,21 @@ def validate(cfg: RunConfig) -> None:
         raise DelvingError("data.name=ffcv needs data.root (a folder with train.beton and val.beton)")
     if cfg.data.root and Path(cfg.data.root).exists() and not Path(cfg.data.root).is_dir():
         raise DelvingError(f"data.root={cfg.data.root} is a file; give a folder")
+    _check_translate(cfg.data)
     if cfg.data.max_image_size is not None and cfg.data.max_image_size < cfg.data.image_size:
         raise DelvingError(f"data.max_image_size={cfg.data.max_image_size} is below data.image_size="
                            f"{cfg.data.image_size}; valid: null or >= data.image_size")
+
+
+def _check_translate(data: DataConfig) -> None:
+    """``data.translate``: a whole number of pixels in [0, image_size), on a data module that shifts its images."""
+    if isinstance(data.translate, bool) or not isinstance(data.translate, int) or \
+            not 0 <= data.translate < data.image_size:
+        raise DelvingError(f"data.translate={data.translate!r} is out of range; valid: an integer in "
+                           f"[0, {data.image_size - 1}] (pixels, below data.image_size={data.image_size})")
+    if data.translate and data.name not in TRANSLATING:
+        raise DelvingError(f"data.translate={data.translate} is not implemented for data.name={data.name}; "
+                           f"valid: 0, or data.name in {choices(TRANSLATING)}")
 
 
 # Every number of the schema: (key, interval, None allowed). Intervals in the usual notation, "[0, 1)" or "> 0";
@@ -369,63 +408,6 @@ def _check_limit(key: str, value) -> None:
         return
     if not math.isfinite(value) or value <= 0 or (value > 1.0 and not float(value).is_integer()):
         raise DelvingError(f"{key}={value} is not valid; valid: {valid}")
-
-
-# The Trainer arguments delving sets from its own keys (or owns, like the loggers): trainer.extra may not repeat them.
-TRAINER_OWNED = {"max_epochs", "accelerator", "devices", "num_nodes", "strategy", "precision", "num_sanity_val_steps",
-                 "log_every_n_steps", "enable_progress_bar", "enable_model_summary", "fast_dev_run", "deterministic",
-                 "gradient_clip_val", "gradient_clip_algorithm", "default_root_dir", "logger", "callbacks",
-                 "limit_train_batches", "limit_val_batches"}
-
-
-def trainer_arguments() -> list[str]:
-    """The keyword arguments of ``lightning.Trainer`` (imported here only: it costs seconds)."""
-    import inspect
-
-    import lightning as L
-
-    return [name for name in inspect.signature(L.Trainer.__init__).parameters if name != "self"]
-
-
-def _check_trainer_extra(extra: dict) -> None:
-    if not extra:
-        return
-    valid = trainer_arguments()
-    for key in extra:
-        if key in TRAINER_OWNED:
-            own = {"gradient_clip_val": "optim.gradient_clip_norm", "logger": "tracking.*", "callbacks": "tracking.*",
-                   "default_root_dir": "out_dir", "enable_model_summary": "trainer.enable_progress_bar",
-                   "gradient_clip_algorithm": "optim.gradient_clip_norm"}.get(key, f"trainer.{key}")
-            raise DelvingError(f"trainer.extra.{key} is set by delving itself; use {own} instead")
-        if key not in valid:
-            raise DelvingError(f"unknown trainer.extra key {key!r}{_did_you_mean(key, valid)}; valid: the "
-                               f"arguments of lightning.Trainer")
-    _try_trainer(extra)
-
-
-def _try_trainer(extra: dict) -> None:
-    """Let Lightning judge the values now, on a throwaway CPU Trainer that writes nothing, rather than after the run
-    folder exists (``val_check_interval=-1`` is refused by Lightning, not by the signature). Its start-up lines
-    (devices found, tips) are silenced: ``fit --print-config`` prints YAML alone."""
-    import contextlib
-    import io
-    import logging
-    import warnings
-
-    import lightning as L
-
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            logging.disable(logging.WARNING)
-            L.Trainer(**extra, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False)
-    except Exception as err:  # noqa: BLE001 - Lightning's MisconfigurationException derives from Exception alone
-        raise DelvingError(f"trainer.extra {extra} is refused by lightning.Trainer: "
-                           f"{str(err).strip().splitlines()[0]}") from None
-    finally:
-        logging.disable(logging.NOTSET)
 
 
 def _check_name(name: str | None) -> None:

@@ -100,11 +100,41 @@ class TrainLogger(WandbLogger):
         return run
 
 
+# The W&B Launch module through which a program stages job inputs (wandb.launch.manage_config_file and
+# manage_wandb_config); every run applies the inputs staged there when it starts.
+STAGED_INPUTS_MODULE = "wandb.sdk.launch.inputs.internal"
+
+
+def skip_unstaged_launch_inputs() -> bool:
+    """Let ``wandb.init`` import W&B Launch only where a program has staged Launch inputs. Returns True if the
+    patch is in place.
+
+    ``wandb.init`` (0.31) ends by applying the Launch inputs staged in :data:`STAGED_INPUTS_MODULE`, which it imports
+    to look: W&B's Launch agent, its public API and artifacts, 1.3-1.6 s of CPU in a process that has torch and
+    Lightning loaded (benchmarks/fit_overhead.py), in every process that starts a run. Inputs can only be staged by
+    calling that module, i.e. after it was imported, so where it is not in ``sys.modules`` there is nothing to
+    apply and the call is skipped; where it is (a program run by W&B Launch), W&B's own method runs as before."""
+    from wandb.sdk.wandb_run import Run
+
+    original = getattr(Run, "_detect_and_apply_job_inputs", None)
+    if original is None or getattr(original, "skips_unstaged", False):
+        return original is not None
+
+    def apply_staged_inputs(run) -> None:
+        if STAGED_INPUTS_MODULE in sys.modules:
+            original(run)
+
+    apply_staged_inputs.skips_unstaged = True
+    Run._detect_and_apply_job_inputs = apply_staged_inputs
+    return True
+
+
 def make_loggers(cfg: RunConfig, run: RunDir, provenance: dict) -> list[Logger]:
     loggers: list[Logger] = [AppendingCSVLogger(run)]
     mode = wandb_mode(cfg.tracking.wandb)
     if mode == "disabled":
         return loggers
+    skip_unstaged_launch_inputs()
     in_agent = "WANDB_SWEEP_ID" in os.environ  # the agent's run id (WANDB_RUN_ID): the sweep's server made that run
     ids = {} if in_agent else {"id": run_id(run.wandb_id_path), "resume": "allow"}
     loggers.append(TrainLogger(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 
 from delving.data import datamodule_class
 from delving.errors import DelvingError
@@ -97,12 +97,17 @@ def build_trainer(cfg: RunConfig, run: RunDir | Path, loggers, progress: bool, e
         callbacks.append(SlopeLogger(run.path))
     if cfg.tracking.log_variance and not t.fast_dev_run:
         callbacks.append(VarianceLogger(run.path))
+    bar = progress and t.enable_progress_bar
+    if bar and not any(isinstance(cb, ProgressBar) for cb in extra_callbacks):
+        # Lightning's default bar redraws at every step, 0.85 ms of CPU each (benchmarks/README.md, "What a run
+        # costs"); every log_every_n_steps steps and at each epoch's end is as often as a person reads it.
+        callbacks.append(TQDMProgressBar(refresh_rate=t.log_every_n_steps))
     limits = {k: v for k, v in (("limit_train_batches", t.limit_train_batches),
                                 ("limit_val_batches", t.limit_val_batches)) if v is not None}
     return L.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=t.strategy, precision=t.precision, num_sanity_val_steps=t.num_sanity_val_steps,
-        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=progress and t.enable_progress_bar,
+        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=bar,
         enable_model_summary=progress, fast_dev_run=t.fast_dev_run, deterministic=t.deterministic,
         gradient_clip_val=cfg.optim.gradient_clip_norm, gradient_clip_algorithm="norm",
         default_root_dir=str(run.path), logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
