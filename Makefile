@@ -7,7 +7,7 @@ APT_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test test-fast sweep-init-depth sweep-init-depth-deep sweep-init-depth-limit sweep-mnist5k-depth-limit sweep-mnist5k-init-depth sweep-mnist5k-relu-prelu bench-sweep-limit bench-correlation report bench bench-sweep bench-sweep-deep bench-data bench-scaling gpu-check clean
+.PHONY: help venv system-deps test test-fast sweep-init-depth sweep-init-depth-deep sweep-init-depth-limit sweep-mnist5k-depth-limit sweep-mnist5k-init-depth sweep-mnist5k-relu-prelu bench-sweep-limit bench-overhead bench-correlation report bench bench-sweep bench-sweep-deep bench-data bench-scaling gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ sweep-mnist5k-relu-prelu: $(STAMP) ## MNIST 5k ReLU vs PReLU: 14 layers, He, 5 p
 
 bench-sweep-limit: $(STAMP) ## Time the depth-limit sweep (24 runs) from a clean output folder against its 30-minute budget
 	$(BIN)/python benchmarks/sweep_time.py --sweep sweeps/init_depth_limit.yaml --budget 1800
+
+bench-overhead: $(STAMP) ## delving fit against a plain torch loop on the main job's run, side by side (ratio printed)
+	$(BIN)/python benchmarks/fit_overhead.py
 
 bench-correlation: $(STAMP) ## Correlation between inputs by layer at init, 100-layer nets, measured vs C-map theory, by width
 	$(BIN)/python benchmarks/correlation_profile.py
