@@ -15,8 +15,8 @@ import lightning  # noqa: F401  (imported first: its import is not the checks' c
 import torch
 
 from delving.experiment.training import trainer_extra
-from delving.experiment.training.checks import check_model
 from delving.experiment.training.config import load_config
+from delving.experiment.training.train import check_model
 
 EXTRA = {"accumulate_grad_batches": 2, "val_check_interval": 0.5}
 MODELS = [  # (label, experiment YAML, overrides)

@@ -23,7 +23,8 @@ from pathlib import Path
 from delving.errors import DelvingError
 from delving.experiment.rundir.run_dir import RunDir
 
-EPILOG = "Overrides are dotted config keys: --model.depth=30 --init.scheme=xavier (see delving/experiment/training/config.py)."
+EPILOG = ("Overrides are dotted config keys: --model.depth=30 --init.scheme=xavier "
+          "(see delving/experiment/training/config.py).")
 WRITE_MODES = ("proportion", "jpg", "raw", "smart")  # delving.data.ffcv.WRITE_MODES (FFCV's RGBImageField)
 
 
@@ -292,14 +293,15 @@ def _rounded(value, digits: int = 4) -> str:
 
 
 def _fit(args, extra: list[str]) -> int:
-    from delving.experiment.training.checks import check_model
     from delving.experiment.training.config import load_config, to_dict
 
     cfg = load_config(args.config, overrides(extra))
-    check_model(cfg)  # fit's first step, made here too: --print-config refuses what fit refuses, in one line
     if args.print_config:
         import yaml
 
+        from delving.experiment.training.train import check_model
+
+        check_model(cfg)  # the build fit starts with: --print-config refuses what fit refuses, in the same line
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
     from delving.experiment.sweeps.agent import agent_layout

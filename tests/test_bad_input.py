@@ -100,13 +100,13 @@ def test_fit_and_print_config_refuse_alike_before_anything_starts(args, message,
                                    KeyError("stage4"), RuntimeError("")], ids=lambda e: type(e).__name__)
 def test_whatever_a_model_builder_raises_is_one_line_naming_the_model_and_values(error, tmp_path, capsys,
                                                                                   monkeypatch):
-    import delving.experiment.training.checks as checks
+    import delving.experiment.training.train as train
 
     def refuse(*args, **kwargs):
         raise error
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(checks, "build_model", refuse)
+    monkeypatch.setattr(train, "create_initialized", refuse)  # the builder's call inside build_model
     for flag in ([], ["--print-config"]):
         code, err = run_main(["fit", "--model.depth=12", "--model.kwargs={widths: [4, 8, 8]}", "--out_dir=runs",
                               "--tracking.wandb=offline", *SHORT, *flag], capsys)

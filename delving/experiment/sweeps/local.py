@@ -27,9 +27,8 @@ from delving.experiment.rundir.run_dir import FilesystemError, RunDir, RunLocked
 from delving.experiment.sweeps.grid import Sweep, configs
 from delving.experiment.sweeps.pruning import Hyperband, HyperbandPruner, is_pruned, record_pruned
 from delving.experiment.training import train
-from delving.experiment.training.checks import check_model
 from delving.experiment.training.config import RunConfig, to_dict
-from delving.experiment.training.train import run_dir
+from delving.experiment.training.train import check_model, run_dir
 
 
 def check_cells(cfgs: list[RunConfig]) -> None:

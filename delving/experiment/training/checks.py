@@ -1,7 +1,6 @@
-"""Can this config's run start? The check ``delving fit``, ``delving fit --print-config`` and a sweep (before its
-first cell) make after :func:`~delving.experiment.training.config.load_config` has validated the values: the data
-module and the model are built, and the model initialized, as :func:`~delving.experiment.training.train.fit` builds
-them, on the CPU, writing nothing.
+"""A builder's refusal in one line. ``build_model`` (:mod:`delving.experiment.training.train`) says it, so ``delving
+fit``, ``delving fit --print-config`` (through ``check_model``) and a sweep's check before its first cell refuse
+bad model settings alike, before anything is written.
 
 Only the real build meets every check of a model and a scheme: a builder's own (widths, kernel sizes), Eq. 15's
 PReLU slopes, TAT's slope search, delta-orthogonal kernels. A builder refuses bad ``model.kwargs`` in its own words:
@@ -12,15 +11,12 @@ naming the model, the ``model.*`` values it was given and what is valid.
 
 from __future__ import annotations
 
-import copy
 import inspect
 
 import timm
-import torch
 
 from delving.errors import DelvingError
-from delving.experiment.training.config import LSUV, ModelConfig, RunConfig
-from delving.experiment.training.train import build_datamodule, build_model
+from delving.experiment.training.config import ModelConfig
 from delving.models import build
 from delving.models.factory import is_delving_model
 
@@ -28,28 +24,6 @@ from delving.models.factory import is_delving_model
 # channels and classes) or never lets a config set: not listed as valid model.kwargs.
 SET_BY_DELVING = {"pretrained", "depth", "drop_rate", "activation", "act_layer", "in_chans", "num_classes", "device",
                   "dtype", "table"}
-
-
-def check_model(cfg: RunConfig) -> None:
-    """Build ``cfg``'s data module and model as ``fit`` does, initialize the model, and throw both away.
-
-    ``lsuv`` is checked through its data-independent first step (variance_preserving): its second step reads a
-    training batch, which this check does not load. The draws come from a forked RNG, so the check leaves torch's
-    global random state as it found it.
-
-    Raises:
-        DelvingError: the data module's own one-line errors (a missing data folder), or one line naming the model,
-            the ``model.*`` values and what is valid.
-    """
-    probe = copy.deepcopy(cfg)
-    if probe.init.scheme == LSUV:
-        probe.init.scheme = "variance_preserving"
-    datamodule = build_datamodule(probe)  # loads no image: folder lists its classes, FFCV reads the .beton's labels
-    with torch.random.fork_rng(devices=[]):
-        try:
-            build_model(probe, datamodule)
-        except Exception as err:  # noqa: BLE001 - whatever a builder raises for bad arguments, said in one line
-            raise DelvingError(refusal_line(cfg.model, err)) from None
 
 
 def refusal_line(model: ModelConfig, err: Exception) -> str:

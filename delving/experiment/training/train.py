@@ -8,6 +8,7 @@ under the same name is a one-line error (docs/runs.md). One process writes a fol
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ from delving.experiment.rundir.resume import ExactResume
 from delving.experiment.rundir.run_dir import FilesystemError, RunDir, checkpoint_position, filesystem_error
 from delving.experiment.rundir.run_io import AtomicCheckpointIO, FlushLogsAtCheckpoint, restore_epoch_train_rows
 from delving.experiment.training.callbacks import SlopeLogger, VarianceLogger
+from delving.experiment.training.checks import refusal_line
 from delving.experiment.training.config import LSUV, RunConfig, per_process_batch, to_dict
 from delving.experiment.training.loggers import finish_wandb, make_loggers
 from delving.experiment.training.provenance import provenance
@@ -59,12 +61,31 @@ def build_model(cfg: RunConfig, datamodule: L.LightningDataModule) -> torch.nn.M
                                    tat_eta=i.tat_eta, weights=i.weights,
                                    activation=m.activation, in_chans=datamodule.in_chans,
                                    num_classes=datamodule.num_classes, **kwargs)
-    except TypeError as err:  # a kwarg the builder does not take
-        raise DelvingError(f"model.kwargs not accepted by {m.name}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - whatever a builder raises for bad arguments, said in one line
+        raise DelvingError(refusal_line(m, err)) from None
     if i.scheme == LSUV:
         datamodule.setup("fit")
         lsuv(model, next(iter(datamodule.train_dataloader()))[0], scheme=scheme, mode=i.mode)
     return model
+
+
+def check_model(cfg: RunConfig) -> None:
+    """Build ``cfg``'s data module and model as ``fit`` does, initialize the model, and throw both away.
+
+    ``lsuv`` is checked through its data-independent first step (variance_preserving): its second step reads a
+    training batch, which this check does not load. The draws come from a forked RNG, so the check leaves torch's
+    global random state as it found it.
+
+    Raises:
+        DelvingError: the data module's own one-line errors (a missing data folder), or one line naming the model,
+            the ``model.*`` values and what is valid.
+    """
+    probe = copy.deepcopy(cfg)
+    if probe.init.scheme == LSUV:
+        probe.init.scheme = "variance_preserving"
+    datamodule = build_datamodule(probe)  # loads no image: folder lists its classes, FFCV reads the .beton's labels
+    with torch.random.fork_rng(devices=[]):
+        build_model(probe, datamodule)
 
 
 def checkpoint_callbacks(folder: Path, every_n_steps: int | None) -> list[ModelCheckpoint]:
