@@ -183,7 +183,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--ref", default=None, help="also time delving fit at this commit (or the checkout in this folder)")
+    parser.add_argument("--ref", default=None,
+                        help="also time delving fit at this commit (or the checkout in this folder)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="the delving side as a sweep cell: no progress bar, no model summary")
     parser.add_argument("--out", default=str(RESULTS), help="markdown file for the table ('' : print only)")

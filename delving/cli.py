@@ -171,7 +171,8 @@ def _write_ffcv_parser(sub) -> None:
 
 
 def _config_help() -> str:
-    """Every config key with its type, default and the comment beside its field in delving/experiment/training/config.py.
+    """Every config key with its type, default and the comment beside its field in
+    delving/experiment/training/config.py.
 
     Read from the source (``ast`` + ``tokenize``), not imported: the schema module imports torch, and the help
     must answer in well under a second."""

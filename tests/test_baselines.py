@@ -102,8 +102,9 @@ def test_data_without_a_split_in_memory_says_so(tmp_path, overrides):
 
 
 def test_the_cnn_is_the_run_sets_own_settings_with_a_shallow_relu_he_net(tmp_path):
-    cfg = load_config(ROOT / "experiments" / "init_depth.yaml", ["model.activation=prelu", "init.scheme=xavier", "seed=2",
-                                                       "model.depth=30", "tracking.group=init_depth"])
+    cfg = load_config(ROOT / "experiments" / "init_depth.yaml", ["model.activation=prelu", "init.scheme=xavier",
+                                                                 "seed=2", "model.depth=30",
+                                                                 "tracking.group=init_depth"])
     cnn = baselines.cnn_config(cfg, tmp_path)
     assert (cnn.model.name, cnn.model.depth, cnn.model.activation, cnn.init.scheme, cnn.seed) == \
         ("delving_plain", 11, "relu", "he", 0)
@@ -179,7 +180,8 @@ def test_the_summary_has_the_baseline_rows_in_the_nets_columns(tmp_path):
     assert len(rbf) == len(net) == len(header) == 13
     val = header.index("final val err")
     fitted = record["baselines"]["RBF SVM"]
-    assert rbf[val] == f"{fitted['val_err']:.3f}" and rbf[header.index("final train err")] == f"{fitted['train_err']:.3f}"
+    assert rbf[val] == f"{fitted['val_err']:.3f}"
+    assert rbf[header.index("final train err")] == f"{fitted['train_err']:.3f}"
     assert [row[1] for row in table_rows(text, "| – | baseline: ")] == [f"baseline: {k}" for k in record["baselines"]]
     cnn = table_rows(text, "| 11 | baseline: plain CNN, 11 layers, ReLU | he |")[0]
     assert cnn[val] == "not trained (see below)" and "make it with: delving fit --name=delving_plain-d11-" in text

@@ -168,7 +168,8 @@ def pruned_markdown(pruned: pd.DataFrame | None) -> str:
         return ""
     lines = ["", f"Stopped early by the sweep's hyperband (`early_terminate`), left out of the rows above: "
              f"{len(pruned)} run(s)", "",
-             "| run | epochs trained | final val err | band | metric at band | threshold |", "|---|---|---|---|---|---|"]
+             "| run | epochs trained | final val err | band | metric at band | threshold |",
+             "|---|---|---|---|---|---|"]
     for row in pruned.itertuples():
         rule = (RunDir(row.path).read_result() or {}).get(PRUNED, {}) if isinstance(row.path, str) else {}
         lines.append(f"| {row.run} | {row.epochs} | {_e(row.final_val_err1)} | {rule.get('band', '–')} "
@@ -186,7 +187,8 @@ def _baseline_line(row: baseline.Baseline, extra: int, several: bool) -> str:
     half = first_epoch_below(list(row.curve), HALF_ERROR) if row.curve else None
     half = "–" if half is None else ("never" if math.isinf(half) else int(half))
     cells = [row.depth or "–", baseline.label(row, several), row.init or "–", *["–"] * extra,
-             row.seeds or "–", _e(row.train_err), val, _e(row.best_val_err), stalled, "–", half, "–", "–", "–"]
+             row.seeds or "–", _e(row.train_err), val, _e(row.best_val_err), stalled, "–", half,
+             "–", "–", "–"]
     return "| " + " | ".join(map(str, cells)) + " |"
 
 

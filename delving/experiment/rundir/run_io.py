@@ -1,4 +1,5 @@
-"""The Lightning pieces that write into a run folder (:class:`~delving.experiment.rundir.run_dir.RunDir` names the files).
+"""The Lightning pieces that write into a run folder (:class:`~delving.experiment.rundir.run_dir.RunDir` names the
+files).
 
 - :class:`AppendingCSVLogger`: Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts (with a
   warning); this one keeps it and appends, so the history of a run survives every resume as one file

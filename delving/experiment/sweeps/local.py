@@ -98,10 +98,10 @@ def _run_cell(cfg: RunConfig) -> dict:
     return train.fit(cfg, progress=False)
 
 
-def _run_pruned(cfg: RunConfig, hyperband: Hyperband) -> dict:
+def _run_pruned(cfg: RunConfig, hyperband: Hyperband, progress: bool = False) -> dict:
     """One run under W&B's hyperband rule; a run it stops is recorded as pruned."""
     pruner = HyperbandPruner(hyperband, cfg.name)
-    return record_pruned(RunDir(run_dir(cfg)), train.fit(cfg, progress=False, callbacks=[pruner]), pruner)
+    return record_pruned(RunDir(run_dir(cfg)), train.fit(cfg, progress=progress, callbacks=[pruner]), pruner)
 
 
 def runner(hyperband: Hyperband | None):
@@ -131,10 +131,7 @@ def run_cell(sweep: Sweep, index: int, out_root: str | Path = "runs") -> dict | 
     if is_done(cfg):
         return None
     hyperband = Hyperband.of(sweep.raw, Path(out_root) / sweep.name)
-    if hyperband:
-        pruner = HyperbandPruner(hyperband, cfg.name)
-        return record_pruned(RunDir(run_dir(cfg)), train.fit(cfg, callbacks=[pruner]), pruner)
-    return train.fit(cfg)
+    return _run_pruned(cfg, hyperband, progress=True) if hyperband else train.fit(cfg)
 
 
 def _cost(cfg: RunConfig) -> int:
