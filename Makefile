@@ -7,7 +7,7 @@ APT_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test test-fast sweep-init-depth sweep-init-depth-deep sweep-init-depth-limit sweep-mnist5k-depth-limit sweep-mnist5k-init-depth sweep-mnist5k-relu-prelu bench-sweep-limit bench-overhead bench-correlation report bench bench-sweep bench-sweep-deep bench-data bench-scaling gpu-check clean
+.PHONY: help venv system-deps test test-fast sweep-init-depth sweep-init-depth-deep sweep-init-depth-limit sweep-mnist5k-depth-limit sweep-mnist5k-depth-200 sweep-mnist5k-depth-extreme sweep-mnist5k-init-depth sweep-mnist5k-relu-prelu bench-sweep-limit bench-overhead bench-correlation report bench bench-sweep bench-sweep-deep bench-data bench-scaling gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -48,13 +48,19 @@ sweep-init-depth-deep: $(STAMP) ## Deeper than 30: depth 30/50/100 x 3 inits x 4
 sweep-init-depth-limit: $(STAMP) ## Plain nets to the limit: depth 30/100/200 x {ReLU+He, PReLU+He, PReLU+TAT, +delta-orthogonal} x 2 seeds
 	$(BIN)/delving sweep sweeps/init_depth_limit.yaml
 
-sweep-mnist5k-depth-limit: $(STAMP) ## MNIST 5k depth frontier: plain PReLU+TAT+delta-orthogonal vs its residual twin, depth 30/100/200 x 2 seeds
+sweep-mnist5k-depth-limit: $(STAMP) ## MNIST 5k depth frontier: plain PReLU+TAT+delta-orthogonal vs its residual twin, depth 30/100 x 3 seeds
 	$(BIN)/delving sweep sweeps/mnist5k_depth_limit.yaml --jobs 2
+
+sweep-mnist5k-depth-200: $(STAMP) ## MNIST 5k depth frontier at 200 layers: the plain TAT net vs its residual twin x 3 seeds
+	$(BIN)/delving sweep sweeps/mnist5k_depth_200.yaml --jobs 2
+
+sweep-mnist5k-depth-extreme: $(STAMP) ## MNIST 5k depth frontier at 500 and 1,000 layers: one plain TAT net each, side by side
+	$(BIN)/delving sweep sweeps/mnist5k_depth_extreme.yaml --jobs 2
 
 sweep-mnist5k-init-depth: $(STAMP) ## MNIST 5k init x depth: ReLU/PReLU x Xavier/He x depth 22/30 x 3 seeds (24 runs), then its summary
 	$(BIN)/delving sweep sweeps/mnist5k_init_depth.yaml --jobs 2
 
-sweep-mnist5k-relu-prelu: $(STAMP) ## MNIST 5k ReLU vs PReLU: 14 layers, He, 5 paired seeds; the PReLU runs' slope profile
+sweep-mnist5k-relu-prelu: $(STAMP) ## MNIST 5k ReLU vs PReLU: 14 layers, He, 10 paired seeds; the PReLU runs' slope profile
 	$(BIN)/delving sweep sweeps/mnist5k_relu_prelu.yaml --jobs 2
 
 bench-sweep-limit: $(STAMP) ## Time the depth-limit sweep (24 runs) from a clean output folder against its 30-minute budget
