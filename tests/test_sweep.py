@@ -465,3 +465,14 @@ def test_list_names_a_damaged_result_and_lists_its_cell_as_todo(tmp_path, capsys
     assert [(k, done) for k, _, done in list_cells(sweep, tmp_path / "runs")] == [(0, False), (1, False)]
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(damaged.result_path) in err[0] and "todo" in err[0]
+
+
+def test_summary_names_the_runs_dataset(tmp_path, monkeypatch):
+    fake_results(tmp_path, {("relu", "he", 30, 0): [0.6, 0.2, 0.05]})
+    config = tmp_path / "relu-he-30-0" / "config.yaml"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "data": {"name": "mnist5k"}}))
+    assert list(finished_runs(tmp_path).dataset) == ["mnist5k"]
+    titles = []
+    monkeypatch.setattr("matplotlib.figure.Figure.suptitle", lambda fig, text, **kw: titles.append(text))
+    summarize(tmp_path)
+    assert titles and " on mnist5k, 1 runs" in titles[0]

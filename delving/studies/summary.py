@@ -40,6 +40,7 @@ def finished_runs(folder: str | Path) -> pd.DataFrame:
     results["init"] = [init_label(scheme, runs.config(run, "init.weights"))
                        for run, scheme in zip(results.run, results.init)]
     results["corr_init"] = [last_conv_correlation(path) for path in results.path]
+    results["dataset"] = [runs.config(run, "data.name") for run in results.run]
     return results
 
 
@@ -233,7 +234,9 @@ def plot(results: pd.DataFrame, path: Path) -> Path:
     axes[0][-1].legend(fontsize=7, title="solid val, dashed train", title_fontsize=7)
     folder = Path(path).resolve().parent  # the sweep folder, or its report/ or notebook/ folder
     runs = folder.parent.name if folder.name in ("report", "notebook") else folder.name
-    fig.suptitle(f"Init x depth (He et al. 2015, Fig. 2/3) on digits, {len(results)} runs in {runs}; band = min-max "
+    data = sorted({str(name) for name in results.get("dataset", pd.Series(dtype=object)).dropna()})
+    on = f" on {', '.join(data)}" if data else ""
+    fig.suptitle(f"Init x depth (He et al. 2015, Fig. 2/3){on}, {len(results)} runs in {runs}; band = min-max "
                  "over seeds", fontsize=10)
     return save_figure(fig, path, dpi=110)
 
