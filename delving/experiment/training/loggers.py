@@ -5,8 +5,8 @@ never touches it.
 
 Identity: a run's W&B id is generated once (W&B's own ``generate_id``) and kept in its run folder
 (``RunDir.wandb_id_path``), so a resumed run continues its W&B run (``resume="allow"``) wherever the folder has
-been moved, and a run trained again in a cleaned folder starts a new W&B run. Under ``wandb agent`` the agent's run id is used instead (the
-sweep's server created that run) and is not written to the folder.
+been moved, and a run trained again in a cleaned folder starts a new W&B run. Under ``wandb agent`` the agent's run
+id is used instead (the sweep's server created that run) and is not written to the folder.
 
 Hygiene: ``job_type="train"``; the config logged once (by the logger; the LightningModule keeps its copy out of the
 loggers); errors and losses summarized by their minimum and their last value; checkpoints logged as artifacts as
