@@ -85,15 +85,14 @@ def layer_gram(layer: nn.Module, phi: torch.Tensor) -> torch.Tensor:
     if isinstance(layer, nn.Linear):  # the flattened maps: every (channel, position) an input unit
         return weight.pow(2).sum(1).mean() * phi.mean((0, 1), keepdim=True) + bias
     h, w, n, _ = phi.shape
-    upper = torch.triu_indices(n, n)  # the Gram is symmetric: mix each pair once
-    planes = phi[:, :, upper[0], upper[1]].permute(2, 0, 1).unsqueeze(1)  # [pairs, 1, H, W]
-    energy = weight.pow(2).sum(1).mean(0)[None, None]  # e_δ: [1, 1, kh, kw]
-    # in float32, where torch's CPU convolution is fast (float64 is ~10x slower); a cosine needs no more digits
-    mixed = F.conv2d(planes.float(), energy.float(), stride=layer.stride, padding=layer.padding,
-                     dilation=layer.dilation).double().squeeze(1).permute(1, 2, 0)
-    out = phi.new_empty(*mixed.shape[:2], n, n)
-    out[:, :, upper[0], upper[1]] = mixed
-    out[:, :, upper[1], upper[0]] = mixed
-    return out + bias
+    planes = phi.permute(2, 3, 0, 1).reshape(1, n * n, h, w)  # a plane per pair of inputs: [1, N*N, H, W]
+    energy = weight.pow(2).sum(1).mean(0)  # e_δ: [kh, kw]
+    # One depthwise convolution, a plane per pair (groups): on the CPU 50x faster than the same taps over a batch of
+    # one-channel planes, and in float32, where torch's CPU convolution is fast (float64 is ~10x slower); a cosine
+    # needs no more digits.
+    taps = energy.float().expand(n * n, 1, *energy.shape).contiguous()
+    mixed = F.conv2d(planes.float(), taps, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                     groups=n * n).double()[0]
+    return mixed.reshape(n, n, *mixed.shape[1:]).permute(2, 3, 0, 1) + bias
 
 
