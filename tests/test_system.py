@@ -79,3 +79,34 @@ def test_epoch_means_are_the_means_over_every_epochs_batches():
         assert len(sizes) == 3
         assert row["train/loss"] == pytest.approx(sum(loss_sums) / sum(sizes), rel=1e-5)
         assert row["train/err1"] == pytest.approx(sum(wrong) / sum(sizes), abs=1e-6)
+
+
+def test_step_loss_reaches_the_log_at_the_logging_steps_only_and_slope_means_match_slopes_csv(tiny, monkeypatch):
+    """``train/loss_step`` is the loss of each logging step (every log_every_n_steps), handed to ``self.log`` at those
+    steps only; each epoch's ``prelu/<layer>`` row in metrics.csv is the channel mean written to slopes.csv."""
+    import pandas as pd
+
+    from delving.experiment.training.config import load_config
+    from delving.experiment.training.train import fit, run_dir
+
+    losses, calls = {}, []
+
+    class Losses(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses[trainer.global_step - 1] = float(outputs["loss"])
+
+    original = DelvingSystem.log
+    monkeypatch.setattr(DelvingSystem, "log", lambda self, name, *a, **k: (calls.append(name),
+                                                                           original(self, name, *a, **k))[1])
+    cfg = load_config(None, [*tiny, "model.activation=prelu", "trainer.max_epochs=2", "trainer.log_every_n_steps=3"])
+    fit(cfg, progress=False, callbacks=[Losses()])
+    metrics = pd.read_csv(run_dir(cfg) / "csv" / "metrics.csv")
+    logged = metrics.dropna(subset=["train/loss_step"])
+    assert list(logged.step) == [2, 5] and len(losses) == 8  # 8 steps; Lightning logs steps 3 and 6 (1-based)
+    assert logged["train/loss_step"].tolist() == pytest.approx([losses[2], losses[5]])
+    assert calls.count("train/loss_step") == 2
+    slopes = pd.read_csv(run_dir(cfg) / "slopes.csv")
+    for epoch in (0, 1):
+        row = metrics[metrics.epoch.eq(epoch) & metrics["prelu/conv1"].notna()]
+        expected = slopes[(slopes.epoch == epoch) & (slopes.layer == "conv1")].slope.mean()
+        assert len(row) == 1 and row["prelu/conv1"].item() == pytest.approx(expected, rel=1e-5)

@@ -42,9 +42,9 @@ def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float, fused
 class DelvingSystem(L.LightningModule):
     """Trains ``model`` (any ``nn.Module`` classifier) with SGD + momentum, LR /10 on plateau or at milestones.
 
-    Logs ``train/loss`` (``_step`` and ``_epoch``), ``train/err1``, ``val/loss``, ``val/err1``, ``val/err5``
-    (errors, as the paper reports). A non-finite training loss marks the run as ``diverged`` and stops training
-    instead of crashing the sweep.
+    Logs ``train/loss`` (``_step`` at Lightning's logging steps, and ``_epoch``), ``train/err1``, ``val/loss``,
+    ``val/err1``, ``val/err5`` (errors, as the paper reports). A non-finite training loss marks the run as
+    ``diverged`` and stops training instead of crashing the sweep.
 
     The epoch means of the training loss and error are torchmetrics ``MeanMetric``s: under DDP they are reduced over
     all ranks when the epoch ends (not rank 0's alone), and their running sums travel in the checkpoint
