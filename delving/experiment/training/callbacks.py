@@ -51,10 +51,10 @@ class SlopeLogger(L.Callback):
         # pl_module.log each key would cost 0.7 ms (Lightning moves its result object to the device at every
         # call, benchmarks/fit_overhead.py), 20 ms an epoch for a 30-layer net, and nothing reads them back.
         step = max(trainer.global_step - 1, 0)
-        for logger in trainer.loggers:
-            if logger is not wandb_logger(trainer):
-                logger.log_metrics({**means, "epoch": epoch}, step=step)
         wb = wandb_logger(trainer)
+        for logger in trainer.loggers:
+            if logger is not wb:
+                logger.log_metrics({**means, "epoch": epoch}, step=step)
         if wb is not None:
             import wandb
 
