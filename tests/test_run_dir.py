@@ -190,6 +190,43 @@ def test_a_checkpoint_write_on_a_full_disk_leaves_no_partial_file(tmp_path, full
     assert torch.load(folder / "last.ckpt")["w"].shape == (10,)  # the old checkpoint is whole
 
 
+def _lightning_checkpoint(step: int, weight: float, lr: float = 0.1) -> dict:
+    return {"epoch": step // 10, "global_step": step, "loops": {"fit_loop": {"epoch_progress": {"total": step}}},
+            "lr_schedulers": [{"last_epoch": step // 10}],
+            "optimizer_states": [{"param_groups": [{"lr": lr, "params": [0]}]}],
+            "state_dict": {"w": torch.full((4,), weight)}, "callbacks": {"ModelCheckpoint": {"step": step}}}
+
+
+def test_two_checkpoints_of_one_training_state_are_one_file(tmp_path):
+    folder = tmp_path / "checkpoints"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint(_lightning_checkpoint(10, 1.0), folder / "epoch000.ckpt")
+    io.save_checkpoint(_lightning_checkpoint(10, 1.0), folder / "last.ckpt")  # the same step: linked
+    assert (folder / "last.ckpt").stat().st_ino == (folder / "epoch000.ckpt").stat().st_ino
+    io.save_checkpoint(_lightning_checkpoint(20, 2.0), folder / "last.ckpt")  # the next epoch: written anew
+    assert (folder / "last.ckpt").stat().st_ino != (folder / "epoch000.ckpt").stat().st_ino
+    assert torch.load(folder / "epoch000.ckpt", weights_only=False)["state_dict"]["w"][0] == 1.0  # untouched
+    assert torch.load(folder / "last.ckpt", weights_only=False)["state_dict"]["w"][0] == 2.0
+    io.save_checkpoint(_lightning_checkpoint(20, 2.0, lr=0.01), folder / "epoch001.ckpt")  # the LR moved: written
+    assert (folder / "epoch001.ckpt").stat().st_ino != (folder / "last.ckpt").stat().st_ino
+    io.save_checkpoint({"w": torch.ones(2)}, folder / "a.ckpt")  # not a Lightning checkpoint: always written
+    io.save_checkpoint({"w": torch.ones(2)}, folder / "b.ckpt")
+    assert (folder / "a.ckpt").stat().st_ino != (folder / "b.ckpt").stat().st_ino
+    assert not list(folder.glob("*.partial"))
+
+
+def test_a_fit_links_best_and_last_of_one_epoch_and_resumes_from_them(tiny):
+    cfg = load_config(None, [*tiny, "name=linked", "trainer.max_epochs=1"])
+    fit(cfg, progress=False)
+    folder = RunDir(run_dir(cfg)).checkpoints
+    assert (folder / "epoch000.ckpt").stat().st_ino == (folder / "last.ckpt").stat().st_ino  # the first epoch is the best
+    assert torch.load(folder / "last.ckpt", weights_only=False)["epoch"] == 0
+    again = load_config(None, [*tiny, "name=linked", "trainer.max_epochs=3"])
+    assert fit(again, progress=False)["epochs"] == 3  # resumed from the linked last.ckpt
+    metrics = pd.read_csv(RunDir(run_dir(cfg)).metrics_path)
+    assert not metrics.duplicated().any() and sorted(metrics["val/err1"].dropna().index.map(metrics["epoch"])) == [0, 1, 2]
+
+
 def test_fit_on_a_full_disk_is_one_line_naming_the_path(tiny, monkeypatch):
     import delving.experiment.rundir.run_io as run_io
 

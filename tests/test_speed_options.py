@@ -4,6 +4,7 @@ one (delving.nn.prelu.PReLU against torch.nn.PReLU: tests/test_prelu_cpu.py). No
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import sys
 
@@ -17,7 +18,7 @@ from delving.experiment.training.config import load_config
 from delving.errors import DelvingError
 from delving.nn.activations import make_activation
 from delving.models import create_initialized
-from delving.experiment.training.speed import SpeedOptions, apply_speed_options
+from delving.experiment.training.speed import SpeedOptions, apply_speed_options, frozen_heap
 from delving.experiment.training.system import sgd
 from delving.experiment.training.system import param_groups
 
@@ -186,3 +187,24 @@ def test_benchmark_mac_accounting_and_groups():
                        for earlier in variants[:k]), (name, variant.label)
     assert {v.activation for v in groups["a"]} >= {"relu", "prelu", "prelu_shared"}
     assert groups["b-bf16"][1].label == "model_b prelu +bf16-mixed"
+
+
+def test_the_heap_is_frozen_while_training_and_handed_back_after():
+    assert gc.get_freeze_count() == 0
+    before = [None]  # alive when training starts: left out of collections until it ends
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0
+        assert all(obj is not before for obj in gc.get_objects())
+    assert gc.get_freeze_count() == 0
+    assert any(obj is before for obj in gc.get_objects(generation=2))  # back in the oldest generation
+
+
+def test_a_heap_the_caller_froze_is_left_frozen():
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with frozen_heap():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
