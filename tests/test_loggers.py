@@ -39,22 +39,3 @@ def test_an_offline_wandb_run_starts_without_importing_wandb_launch(tmp_path):
                          timeout=120, check=True)
     assert out.stdout.split()[-1] == "False"
 
-
-def test_the_wandb_service_is_started_in_the_background_and_the_run_uses_it(tmp_path):
-    code = ("import sys, wandb\n"
-            "from wandb.sdk import wandb_setup\n"
-            "from delving.experiment.training.config import load_config\n"
-            "from delving.experiment.training.loggers import start_wandb_service\n"
-            "assert start_wandb_service(load_config(None, ['tracking.wandb=disabled'])) is None\n"
-            "thread = start_wandb_service(load_config(None, ['tracking.wandb=offline']))\n"
-            "thread.join(60)\n"
-            "started = wandb_setup._singleton._connection\n"
-            "run = wandb.init(mode='offline', dir=sys.argv[1], project='p')\n"
-            "run.log({'a': 1.0})\n"
-            "run.finish()\n"
-            "print(started is not None, wandb_setup._singleton._connection is started)\n")
-    env = {**os.environ, "WANDB_SILENT": "true"}
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-2:] == ["True", "True"]  # started before the run, and the run's own service

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from pathlib import Path
 
 import lightning as L
@@ -128,29 +127,6 @@ def skip_unstaged_launch_inputs() -> bool:
     apply_staged_inputs.skips_unstaged = True
     Run._detect_and_apply_job_inputs = apply_staged_inputs
     return True
-
-
-def start_wandb_service(cfg: RunConfig) -> threading.Thread | None:
-    """Start W&B's service process in a background thread, so that the run's ``wandb.init`` finds it running.
-
-    The service is a separate program (``wandb-core``) that ``wandb.init`` starts and then waits for: 0.21 s of
-    wall clock and almost no CPU on the 2-core CPU, before every run (benchmarks/fit_overhead.py). Started here, at
-    the top of ``fit``, it comes up while the data and model are built. W&B's setup is guarded by its own lock, so
-    an init that comes first waits for it. A failure here is left to ``wandb.init``, which starts the service again
-    and reports it as the run's error. Returns the thread, or None where the run has no W&B."""
-    if wandb_mode(cfg.tracking.wandb) == "disabled":
-        return None
-    import wandb  # here, not in the thread: an import racing the main thread's imports could deadlock
-
-    def setup() -> None:
-        try:
-            wandb.setup()
-        except Exception:  # noqa: BLE001 - wandb.init tries again and says what went wrong
-            pass
-
-    thread = threading.Thread(target=setup, name="delving-wandb-service", daemon=True)
-    thread.start()
-    return thread
 
 
 def make_loggers(cfg: RunConfig, run: RunDir, provenance: dict) -> list[Logger]:

@@ -28,7 +28,7 @@ from delving.experiment.rundir.run_io import AtomicCheckpointIO, FlushLogsAtChec
 from delving.experiment.training.callbacks import SlopeLogger, VarianceLogger
 from delving.experiment.training.checks import refusal_line
 from delving.experiment.training.config import LSUV, RunConfig, per_process_batch, to_dict
-from delving.experiment.training.loggers import finish_wandb, make_loggers, start_wandb_service
+from delving.experiment.training.loggers import finish_wandb, make_loggers
 from delving.experiment.training.provenance import provenance
 from delving.experiment.training.speed import SpeedOptions, StepTimer, apply_speed_options, frozen_heap
 from delving.experiment.training.system import DelvingSystem
@@ -144,8 +144,6 @@ def fit(cfg: RunConfig, *, progress: bool = True, callbacks=()) -> dict:
     nothing written; so is a folder another live process is writing (its lock), and a folder that cannot be written
     (disk full, read-only)."""
     entered = time.perf_counter()
-    if _launching_process():
-        start_wandb_service(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
